@@ -1,0 +1,41 @@
+"""l1backends: one L1 loss (mean absolute error) and its subgradient for any array library.
+
+Dispatches on the array type to numba-CPU, numba-CUDA, CuPy, Dask or a generic
+Array-API backend; see :func:`backends`.  Importing this package imports no array
+library beyond what it needs to define itself: backends load on first use.
+"""
+
+# The subpackage ``l1backends.backends`` is imported first so that the function
+# ``backends`` below, not the subpackage, is what ``l1backends.backends`` names: a
+# package's attribute is set to its subpackage only when that is first imported.
+from . import backends as _backends_subpackage  # noqa: F401
+from .api import (
+    BACKEND_ENV_VAR,
+    L1Loss,
+    backends,
+    l1_loss,
+    l1_loss_and_grad,
+    l1_loss_grad,
+    register_backend,
+    unregister_backend,
+    use_backend,
+)
+from .registry import BackendInfo, BackendSpec, Capabilities
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "BackendInfo",
+    "BackendSpec",
+    "Capabilities",
+    "L1Loss",
+    "__version__",
+    "backends",
+    "l1_loss",
+    "l1_loss_and_grad",
+    "l1_loss_grad",
+    "register_backend",
+    "unregister_backend",
+    "use_backend",
+]
