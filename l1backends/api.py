@@ -81,9 +81,10 @@ def _check_devices(arrays: tuple[Array, ...]) -> None:
     except (TypeError, AttributeError, ValueError):
         return  # the library has no device notion array-api-compat knows; backends check
     if any(d != devices[0] for d in devices[1:]):
+        placed = zip(arrays, devices, strict=True)
         raise TypeError(
             "arrays on different devices cannot be mixed: got "
-            + " and ".join(f"{type_name(type(a))} on {d}" for a, d in zip(arrays, devices, strict=True))
+            + " and ".join(f"{type_name(type(a))} on {d}" for a, d in placed)
             + "; l1backends never moves data between devices, so move them first"
         )
 

@@ -459,8 +459,7 @@ class Registry:
             if reason is not None:
                 served = ", ".join(spec.array_types + spec.protocols) or "Array-API arrays"
                 raise TypeError(
-                    f"backend {forced!r} cannot take these arrays: {reason} "
-                    f"(it serves {served})"
+                    f"backend {forced!r} cannot take these arrays: {reason} (it serves {served})"
                 )
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s: ran %r for (%s): forced", operation, forced, described)

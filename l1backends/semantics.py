@@ -203,8 +203,9 @@ def normalize_axis(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, 
         if not -ndim <= ax < ndim:
             raise ValueError(
                 f"axis {ax} is out of range for a loss with {ndim} dimension(s); "
-                f"valid axes are {-ndim}..{ndim - 1}" if ndim else
-                f"axis {ax} is out of range for a 0-d loss, which has no axes"
+                f"valid axes are {-ndim}..{ndim - 1}"
+                if ndim
+                else f"axis {ax} is out of range for a 0-d loss, which has no axes"
             )
         normalized.append(ax % ndim)
     if len(set(normalized)) != len(normalized):
