@@ -432,7 +432,10 @@ class Registry:
             decision = self._decide(types)
         if forced is None and decision.fast is not None:
             if logger.isEnabledFor(logging.DEBUG):
-                self._log(operation, types, decision.fast[0], decision.candidates, {})
+                skipped = {
+                    name: f"unavailable: {reason}" for name, reason in self._unavailable.items()
+                }
+                self._log(operation, types, decision.fast[0], decision.candidates, skipped)
             return decision.fast[1]
         return self._select_slow(arrays, types, decision, forced, operation)
 
@@ -520,11 +523,15 @@ class Registry:
         matched.sort(key=lambda item: (-item[0], -item[1], item[2]))
         ordered = _apply_preferences([_Candidate(m[3], m[0]) for m in matched])
         decision = _Decision(tuple(ordered))
-        if ordered and ordered[0].specificity != PROTOCOL:
-            first = ordered[0].spec.name
-            implementation = self._implementation(first)
+        # The fast path may skip candidates that are unavailable (availability is probed
+        # once and never changes), but not a protocol match, which is checked per call.
+        for candidate in ordered:
+            if candidate.specificity == PROTOCOL:
+                break
+            implementation = self._implementation(candidate.spec.name)
             if implementation is not None:
-                decision.fast = (first, implementation)
+                decision.fast = (candidate.spec.name, implementation)
+                break
         with self._lock:
             self._cache[types] = decision
         return decision
