@@ -180,21 +180,33 @@ class BackendSpec:
                 f"got {self.implementation!r}"
             )
 
-    def match(self, cls: type) -> int | None:
-        """Return how specifically this backend serves arrays of type ``cls``, or None."""
-        names = {type_name(base) for base in cls.__mro__}
+    def match(self, cls: type) -> tuple[int, int] | None:
+        """How specifically this backend serves arrays of type ``cls``, or None.
+
+        Returns
+        -------
+        tuple of int or None
+            ``(level, closeness)``: the level is :data:`EXACT`, :data:`SUBCLASS`,
+            :data:`PROTOCOL` or :data:`GENERIC`; among subclass matches, a nearer
+            base class ranks higher (closeness ``-k`` for the k-th base in the MRO).
+        """
         for reference in self.array_types:
             resolved = _loaded_type(reference)
             if resolved is cls or (resolved is None and reference == type_name(cls)):
-                return EXACT
+                return EXACT, 0
+        best = None
         for reference in self.array_types:
             resolved = _loaded_type(reference)
-            if (resolved is not None and issubclass(cls, resolved)) or reference in names:
-                return SUBCLASS
+            for distance, base in enumerate(cls.__mro__[1:], start=1):
+                if base is resolved or (resolved is None and reference == type_name(base)):
+                    best = distance if best is None else min(best, distance)
+                    break
+        if best is not None:
+            return SUBCLASS, -best
         if any(hasattr(cls, attribute) for attribute in self.protocols):
-            return PROTOCOL
+            return PROTOCOL, 0
         if self.generic and _is_array_api_type(cls):
-            return GENERIC
+            return GENERIC, 0
         return None
 
 
@@ -516,12 +528,13 @@ class Registry:
             )
         matched = []
         for index, spec in enumerate(self._specs.values()):
-            levels = [spec.match(cls) for cls in types]
-            if any(level is None for level in levels):
+            ranks = [spec.match(cls) for cls in types]
+            if any(rank is None for rank in ranks):
                 continue
-            matched.append((min(levels), spec.priority, index, spec))
-        matched.sort(key=lambda item: (-item[0], -item[1], item[2]))
-        ordered = _apply_preferences([_Candidate(m[3], m[0]) for m in matched])
+            level, closeness = min(ranks)  # a backend is as specific as its weakest match
+            matched.append(((-level, -closeness, -spec.priority, index), _Candidate(spec, level)))
+        matched.sort(key=lambda item: item[0])
+        ordered = _apply_preferences([candidate for _, candidate in matched])
         decision = _Decision(tuple(ordered))
         # The fast path may skip candidates that are unavailable (availability is probed
         # once and never changes), but not a protocol match, which is checked per call.
