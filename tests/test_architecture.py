@@ -1,0 +1,121 @@
+"""The floors of the design, checked on the source: each imports only from floors below it."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "l1backends"
+ROOT = PACKAGE.parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of the l1backends modules that ``path`` imports."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return {m for m in found if m == "l1backends" or m.startswith("l1backends.")}
+
+
+def floor(module: str) -> int:
+    if module in ("l1backends.semantics", "l1backends.numerics"):
+        return 1
+    if module == "l1backends.registry":
+        return 2
+    if module.startswith("l1backends.backends"):
+        return 3
+    return 4
+
+
+def sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def known_module(name: str) -> bool:
+    relative = Path(*name.split("."))
+    return (ROOT / relative).with_suffix(".py").exists() or (
+        ROOT / relative / "__init__.py"
+    ).exists()
+
+
+def test_each_floor_imports_only_from_floors_below() -> None:
+    violations = []
+    for path in sources():
+        importer = module_name(path)
+        for imported in imported_modules(path):
+            if not known_module(imported):
+                continue  # a name imported from a module, not a module
+            if floor(imported) > floor(importer) or (
+                floor(imported) == floor(importer) < 3 and imported != importer
+            ):
+                violations.append(f"{importer} imports {imported}")
+    assert violations == []
+
+
+def backend_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) < 3 or parts[1] != "backends" or parts[2].startswith("_"):
+        return None
+    return parts[2]
+
+
+def test_backends_do_not_import_each_other_or_the_api() -> None:
+    violations = []
+    for path in sources():
+        importer = module_name(path)
+        own = backend_of(importer)
+        if own is None:
+            continue
+        for imported in imported_modules(path):
+            other = backend_of(imported)
+            if other is not None and other != own:
+                violations.append(f"{importer} imports backend {imported}")
+            if imported in ("l1backends", "l1backends.api"):
+                violations.append(f"{importer} imports the public API {imported}")
+    assert violations == []
+
+
+def test_registry_names_backends_lazily() -> None:
+    registry_imports = imported_modules(PACKAGE / "registry.py")
+    assert not any(m.startswith("l1backends.backends") for m in registry_imports)
+
+
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (it is in the 'test' extra)")
+    result = subprocess.run(
+        [ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run(
+        [ruff, "format", "--check", "--no-cache", str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
