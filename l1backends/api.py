@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ BACKEND_ENV_VAR = "L1BACKENDS_BACKEND"
 # Read once at import: a process-wide default for ``backend=``.
 _DEFAULT_BACKEND = os.environ.get(BACKEND_ENV_VAR) or None
 _forced_backend: ContextVar[str | None] = ContextVar("l1backends_backend", default=None)
+_dispatch_logger = logging.getLogger("l1backends.dispatch")
+_CALL_CACHE_SIZE = 4096
 
 
 def _shape(array: Array, role: str) -> tuple[int, ...]:
@@ -100,16 +103,37 @@ def _prepare(
     backend: str | None,
     grad_output: Array | float | None,
 ) -> tuple[Any, Plan]:
-    arrays = (input, target) if weight is None else (input, target, weight)
     forced = backend if backend is not None else (_forced_backend.get() or _DEFAULT_BACKEND)
-    implementation = registry.select(arrays, forced, operation)
+    if weight is None and grad_output is None and forced is None:
+        # Hot path for small arrays: one lookup of the whole call signature.
+        try:
+            key = (
+                type(input),
+                type(target),
+                input.shape,
+                input.dtype,
+                target.shape,
+                target.dtype,
+                reduction,
+                axis,
+                broadcast,
+            )
+            hit = registry.call_cache.get(key)
+        except (AttributeError, TypeError):  # not arrays, or an unhashable axis: slow path
+            key, hit = None, None
+        if hit is not None:
+            if _dispatch_logger.isEnabledFor(logging.DEBUG):
+                registry.select((input, target), None, operation)  # logs the decision
+            return hit
+    else:
+        key = None
 
+    arrays = (input, target) if weight is None else (input, target, weight)
+    implementation = registry.select(arrays, forced, operation)
     grad_output_shape, grad_output_dtype = _grad_output_meta(grad_output, input)
     if _family(type(input)) != "numpy":
         _check_devices(arrays if grad_output_dtype is None else (*arrays, grad_output))
 
-    if isinstance(axis, list):
-        axis = tuple(axis)
     plan = make_plan(
         _shape(input, "input"),
         dtype_name(input.dtype),
@@ -118,11 +142,15 @@ def _prepare(
         reduction,
         None if weight is None else _shape(weight, "weight"),
         None if weight is None else dtype_name(weight.dtype),
-        axis,
+        tuple(axis) if isinstance(axis, list) else axis,
         bool(broadcast),
         grad_output_shape,
         grad_output_dtype,
     )
+    if key is not None and registry.static_choice(arrays) is implementation:
+        if len(registry.call_cache) >= _CALL_CACHE_SIZE:
+            registry.call_cache.clear()
+        registry.call_cache[key] = (implementation, plan)
     return implementation, plan
 
 

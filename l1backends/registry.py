@@ -273,6 +273,9 @@ class Registry:
         self._specs: dict[str, BackendSpec] = {}
         self._lock = threading.RLock()
         self._cache: dict[tuple[type, ...], _Decision] = {}
+        # The API's cache of whole call signatures -> (implementation, plan); kept here so
+        # that every change to the registry invalidates it together with the decisions.
+        self.call_cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._implementations: dict[str, Any] = {}
         self._unavailable: dict[str, str] = {}
         self._plugins_loaded = False
@@ -303,6 +306,7 @@ class Registry:
 
     def _forget(self, name: str) -> None:
         self._cache.clear()
+        self.call_cache.clear()
         self._implementations.pop(name, None)
         self._unavailable.pop(name, None)
 
@@ -451,6 +455,15 @@ class Registry:
             return decision.fast[1]
         return self._select_slow(arrays, types, decision, forced, operation)
 
+    def static_choice(self, arrays: tuple[Any, ...]) -> Any | None:
+        """The implementation chosen by type alone, or None when instances must be inspected.
+
+        Dispatch to a protocol match (``__cuda_array_interface__``) depends on each
+        instance, so such decisions are not static and must not be cached per call signature.
+        """
+        decision = self._cache.get(tuple(map(type, arrays)))
+        return None if decision is None or decision.fast is None else decision.fast[1]
+
     def _select_slow(
         self,
         arrays: tuple[Any, ...],
@@ -585,6 +598,7 @@ class Registry:
         """Forget cached dispatch decisions and loaded implementations (for tests)."""
         with self._lock:
             self._cache.clear()
+            self.call_cache.clear()
             self._implementations.clear()
             self._unavailable.clear()
 

@@ -130,3 +130,28 @@ def test_backend_keyword_forces_the_generic_backend() -> None:
     assert float(l1.l1_loss(x, np.zeros(2), backend="array-api")) == 1.5
     with l1.use_backend("array-api"):
         assert float(l1.l1_loss(x, np.zeros(2), "sum")) == 3.0
+
+
+class _Marker:
+    def loss(self, plan: object, input: object, target: object, weight: object) -> str:
+        return "marker ran"
+
+
+MARKER = _Marker()
+
+
+def test_call_signature_cache_follows_registry_changes() -> None:
+    x = np.ones(3)
+    first = l1.l1_loss(x, x)  # caches this call signature
+    spec = l1.BackendSpec(
+        name="marker",
+        implementation=f"{__name__}:MARKER",
+        array_types=("numpy:ndarray",),
+        before=("numba-cpu", "array-api"),
+    )
+    l1.register_backend(spec)
+    try:
+        assert l1.l1_loss(x, x) == "marker ran"
+    finally:
+        l1.unregister_backend("marker")
+    assert l1.l1_loss(x, x) == first
