@@ -643,9 +643,7 @@ _BUILTIN = (
         probe="l1backends.backends.numba_cuda:probe",
         array_types=(
             "numba.cuda.cudadrv.devicearray:DeviceNDArray",
-            "numba_cuda.numba.cuda.cudadrv.devicearray:DeviceNDArray",
             "numba.cuda.simulator.cudadrv.devicearray:FakeCUDAArray",
-            "numba_cuda.numba.cuda.simulator.cudadrv.devicearray:FakeCUDAArray",
         ),
         protocols=("__cuda_array_interface__",),
         capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),

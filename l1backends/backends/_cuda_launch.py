@@ -15,6 +15,7 @@ __all__ = [
     "THREADS_PER_BLOCK",
     "WARP_SIZE",
     "LaunchConfig",
+    "chunked_launch",
     "flat_launch",
     "segmented_launch",
     "vector_width",
@@ -104,3 +105,36 @@ def segmented_launch(rows: int, count: int) -> LaunchConfig:
     while threads < THREADS_PER_BLOCK and threads * _MIN_ITEMS_PER_THREAD < count:
         threads *= 2
     return LaunchConfig(blocks=max(1, min(MAX_BLOCKS, rows)), threads=threads)
+
+
+def chunked_launch(rows: int, count: int, vector: int = 1) -> tuple[LaunchConfig, int]:
+    """The grid for ``rows`` reductions of ``count`` elements each, split into chunks.
+
+    Few long rows are each split into ``chunks`` blocks (whose partial sums a second,
+    fixed-order pass combines) so that the grid still fills the device; many rows get
+    one block each, as in :func:`segmented_launch`.  Like every launch here, the split
+    depends on the sizes alone, so results are the same bits on every GPU.
+
+    Parameters
+    ----------
+    rows : int
+        Number of outputs.
+    count : int
+        Elements reduced into each output.
+    vector : int
+        Elements per vector load.
+
+    Returns
+    -------
+    tuple of (LaunchConfig, int)
+        The launch, whose ``blocks`` counts blocks along the rows (a grid-stride loop
+        covers the rest), and the number of chunks per row (the grid's other extent).
+    """
+    if rows <= 1:
+        config = flat_launch(count, vector)
+        return LaunchConfig(blocks=1, threads=config.threads, vector=vector), config.blocks
+    segmented = segmented_launch(rows, count)
+    chunks = max(1, min(flat_launch(count, vector).blocks, MAX_BLOCKS // rows))
+    if chunks == 1:
+        return LaunchConfig(segmented.blocks, segmented.threads, vector), 1
+    return LaunchConfig(blocks=rows, threads=THREADS_PER_BLOCK, vector=vector), chunks
