@@ -19,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from ...semantics import Plan
-from .._cuda_launch import MAX_BLOCKS, THREADS_PER_BLOCK, WARP_SIZE, flat_launch, segmented_launch
+from .._cuda_launch import MAX_BLOCKS, THREADS_PER_BLOCK, WARP_SIZE, chunked_launch, flat_launch
 from . import _kernels as k
 from ._layout import Space, broadcast_strides, build_space, c_strides
 
@@ -241,13 +241,8 @@ class _Pass:
             return aux
         count = total if count is None else count
         kernels = _kernels()
-        if rows == 1:
-            config = flat_launch(total)
-            chunks, threads = config.blocks, _THREADS
-        else:
-            config = segmented_launch(rows, total)
-            chunks = max(1, min(flat_launch(total).blocks, MAX_BLOCKS // rows))
-            threads = _THREADS if k.SIMULATOR else config.threads
+        config, chunks = chunked_launch(rows, total)
+        threads = _THREADS if k.SIMULATOR else config.threads
         items = rows * chunks
         partials = call.empty((4, items), np.float64) if accumulates and chunks > 1 else aux
         blocks = min(MAX_BLOCKS, items)
