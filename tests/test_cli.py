@@ -1,0 +1,46 @@
+"""The command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l1backends", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": os.environ.get("NUMBA_ENABLE_CUDASIM", "1")},
+    )
+
+
+def test_info_lists_every_backend_with_availability() -> None:
+    result = run_cli("info")
+    assert result.returncode == 0, result.stderr
+    for name in ("numba-cpu", "numba-cuda", "cupy", "dask", "array-api"):
+        assert f"\n{name}: " in result.stdout
+    assert "numpy:ndarray" in result.stdout
+    assert "libraries: numpy" in result.stdout
+    # Every unavailable backend says why.
+    blocks = result.stdout.split("\n\n", 1)[1].split("\n")
+    for index, line in enumerate(blocks):
+        if line.endswith(": unavailable"):
+            assert blocks[index + 2].startswith("  reason: "), line
+
+
+def test_example_runs_and_shows_the_dispatch() -> None:
+    result = run_cli("example")
+    assert result.returncode == 0, result.stderr
+    assert "[dispatch] l1_loss: ran '" in result.stdout
+    assert "array(0.6666667, dtype=float32)" in result.stdout
+    assert "loss = array(4., dtype=float32)" in result.stdout
+
+
+def test_unknown_arguments_are_refused() -> None:
+    result = run_cli("info", "--bogus")
+    assert result.returncode == 2
+    assert "--bogus" in result.stderr
