@@ -126,6 +126,34 @@ def test_full_strides_zero_broadcast_axes_and_keep_negative_steps() -> None:
     assert full_strides((3,), (6,), 4, (3,)) is None  # not a whole number of elements
 
 
+class _DeviceArrayStub:
+    """What ``_operand`` reads of a ``cupy.ndarray``; ``copy`` lands on a fresh, aligned block."""
+
+    def __init__(self, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int, ptr: int):
+        self.shape, self.strides, self.itemsize = shape, strides, itemsize
+        self.data = type("Pointer", (), {"ptr": ptr})()
+
+    def copy(self) -> _DeviceArrayStub:
+        strides = tuple(step * self.itemsize for step in _plan.c_strides(self.shape))
+        return _DeviceArrayStub(self.shape, strides, self.itemsize, 1 << 20)
+
+
+def test_misaligned_or_fractionally_strided_operands_are_copied_before_typed_loads() -> None:
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    from l1backends.backends.cupy._backend import _operand
+
+    aligned = _DeviceArrayStub((4,), (16,), 16, 4096)
+    array, operand = _operand(aligned, (4,))
+    assert array is aligned and operand == Operand((1,), 4096, 16)
+    # float64[1:].view(complex128): 8-byte aligned, but the kernels load 16-byte double2
+    shifted = _DeviceArrayStub((4,), (16,), 16, 4104)
+    array, operand = _operand(shifted, (4,))
+    assert array is not shifted and operand == Operand((1,), 1 << 20, 16)
+    fractional = _DeviceArrayStub((3,), (6,), 4, 4096)
+    array, operand = _operand(fractional, (2, 3))
+    assert operand == Operand((0, 1), 1 << 20, 4)
+
+
 def test_grad_sum_axes_are_the_broadcast_axes() -> None:
     assert grad_sum_axes((3, 1), (2, 3, 5)) == (0, 2)
     assert grad_sum_axes((2, 3), (2, 3)) == ()
@@ -458,6 +486,77 @@ def test_double_to_half_rounds_once_to_nearest_even() -> None:
         reference = values.astype(np.float16).view(np.uint16)
     same = (ours == reference) | (np.isnan(values) & ((ours & 0x7FFF) > 0x7C00))
     assert same.all(), values[~same][:5]
+
+
+# ----- float32 conversions on raw bits (CuPy's -ftz=true must not flush subnormals) --------------
+
+
+def float_to_double(bits: int) -> float:
+    exponent, mantissa = (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    if exponent == 0xFF:
+        magnitude_ = math.nan if mantissa else math.inf
+    elif exponent == 0:
+        magnitude_ = mantissa * 1.401298464324817e-45
+    else:
+        double_bits = ((exponent - 127 + 1023) << 52) | (mantissa << 29)
+        magnitude_ = float(np.uint64(double_bits).view(np.float64))
+    return -magnitude_ if bits >> 31 else magnitude_
+
+
+def double_to_float(v: float) -> int:
+    sign = 0x80000000 if math.copysign(1.0, v) < 0 else 0
+    a = abs(v)
+    if math.isnan(a):
+        return sign | 0x7FC00000
+    if a < 1.1754943508222875e-38:
+        return sign | int(np.rint(a * 7.1362384635297994e44))
+    bits = int(np.float64(a).view(np.uint64))
+    rounded = (bits + 0x0FFFFFFF + ((bits >> 29) & 1)) >> 29
+    single = rounded - (896 << 23)
+    return sign | min(single, 0x7F800000)
+
+
+def _float32_edge_bits() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    around = np.concatenate([np.arange(0, 4096), np.arange(0x7FF000, 0x801000)])  # subnormal edge
+    specials = [0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FC00000, 0x00000001, 0x3F800000]
+    random = rng.integers(0, 1 << 31, 20000)
+    bits = np.concatenate([around, specials, random]).astype(np.uint32)
+    return np.concatenate([bits, bits | np.uint32(0x80000000)])
+
+
+def test_float_to_double_is_exact_subnormals_included() -> None:
+    bits = _float32_edge_bits()
+    with np.errstate(invalid="ignore"):
+        reference = bits.view(np.float32).astype(np.float64)
+    ours = np.array([float_to_double(int(b)) for b in bits])
+    np.testing.assert_array_equal(ours, reference)
+    assert float_to_double(1) == 2.0**-149  # the smallest subnormal, which FTZ would zero
+
+
+def test_double_to_float_rounds_once_to_nearest_even_subnormals_included() -> None:
+    singles = np.abs(_float32_edge_bits().view(np.float32))
+    finite = np.unique(singles[np.isfinite(singles)].astype(np.float64))
+    ties = (finite[:-1] + finite[1:]) / 2  # exact in float64
+    largest = float(np.finfo(np.float32).max)
+    values = np.concatenate(
+        [
+            finite,
+            np.nextafter(finite, np.inf),
+            np.nextafter(finite, -np.inf),
+            ties,
+            np.nextafter(ties, np.inf),
+            np.nextafter(ties, -np.inf),
+            [largest + 2.0**103, np.nextafter(largest + 2.0**103, 0), 1e300, 2.0**-150, 2.0**-151],
+        ]
+    )
+    values = np.concatenate([values, -values, [np.nan, np.inf, -np.inf, -0.0]])
+    ours = np.array([double_to_float(float(v)) for v in values], dtype=np.uint64).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        reference = values.astype(np.float32).view(np.uint32)
+    same = (ours == reference) | (np.isnan(values) & ((ours & 0x7FFFFFFF) > 0x7F800000))
+    assert same.all(), values[~same][:5]
+    assert double_to_float(2.0**-149) == 1  # a subnormal result, which FTZ would write as 0
 
 
 # ----- the complex modulus as a double word -----------------------------------------------------

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from l1backends.backends.cupy._source import SOURCE, TAGS, name_expressions
+from l1backends.backends.cupy._source import COMPILE_OPTIONS, SOURCE, TAGS, name_expressions
 
 nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-python (cuda-bindings) is absent")
 
@@ -31,7 +31,9 @@ def _compile(target: str) -> tuple[str, bytes, dict[str, str]]:
         for name in names:
             (error,) = nvrtc.nvrtcAddNameExpression(program, name.encode())
             assert error == nvrtc.nvrtcResult.NVRTC_SUCCESS, (name, error)
-        options = [f"--gpu-architecture={target}".encode(), b"-std=c++17"]
+        # what CuPy's RawModule passes: our options, then its own "-ftz=true"
+        options = [f"--gpu-architecture={target}".encode()]
+        options += [option.encode() for option in (*COMPILE_OPTIONS, "-ftz=true")]
         if target.startswith("sm_"):
             options.append(b"-Xptxas=-v")
         (result,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
@@ -67,6 +69,26 @@ def _entries(ptx: str) -> dict[str, str]:
     return bodies
 
 
+def _contractible_exact_products(body: str) -> list[str]:
+    """Products ``p = a * b`` whose exact error ``fma(a, b, -p)`` is taken, but which are plain
+    ``mul.f64``: PTX lets ptxas contract those into an FMA with a later addition of ``p``,
+    which would then count the product's rounding error twice.  They must be ``mul.rn.f64``.
+    """
+    definitions = {
+        match.group(2): (match.group(1), [operand.strip() for operand in match.group(3).split(",")])
+        for match in re.finditer(r"^\s*([a-z][\w.]*)\s+(%fd\d+),\s*([^;]+);", body, re.M)
+    }
+    loose = []
+    for result, (opcode, operands) in definitions.items():
+        if opcode != "fma.rn.f64" or definitions.get(operands[2], ("",))[0] != "neg.f64":
+            continue
+        product = definitions[operands[2]][1][0]
+        product_opcode, factors = definitions.get(product, ("", []))
+        if sorted(factors) == sorted(operands[:2]) and product_opcode != "mul.rn.f64":
+            loose.append(f"{product_opcode} {product} = {' * '.join(factors)} (error in {result})")
+    return loose
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_specialization_compiles_to_ptx_with_vector_loads(arch: str) -> None:
     _, ptx_bytes, lowered = _compile(f"compute_{arch}")
@@ -74,6 +96,14 @@ def test_every_specialization_compiles_to_ptx_with_vector_loads(arch: str) -> No
     bodies = _entries(ptx)
     assert set(lowered.values()) <= set(bodies), "a specialization has no kernel entry"
     assert ".local" not in ptx, "a kernel uses local memory"
+    # under CuPy's -ftz=true any float32 arithmetic or conversion would flush subnormals
+    assert not re.search(r"\.ftz\b", ptx), "a kernel flushes float32 subnormals"
+    assert "mul.rn.f64" in ptx, "no product is protected from contraction"
+    for name, mangled in lowered.items():
+        assert not _contractible_exact_products(bodies[mangled]), (
+            name,
+            _contractible_exact_products(bodies[mangled]),
+        )
     for dtype, (tag, lanes) in TAGS.items():
         for kernel in ("l1_rows", "l1_elementwise"):
             for vec in sorted({1, lanes}):

@@ -30,6 +30,7 @@ from ._plan import (
     scale_flags,
 )
 from ._source import (
+    COMPILE_OPTIONS,
     FLAG_RAW,
     FLAG_WEIGHT,
     FLAG_WRITE_GRAD,
@@ -43,7 +44,6 @@ from ._source import (
 __all__ = ["CupyBackend", "backend"]
 
 Array = Any
-COMPILE_OPTIONS = ("-std=c++17",)
 
 _modules: dict[str, cupy.RawModule] = {}
 _modules_lock = threading.Lock()
@@ -64,12 +64,17 @@ def _function(name: str) -> Any:
 
 
 def _operand(array: Array | None, shape: tuple[int, ...]) -> tuple[Array | None, Operand]:
-    """The array (made contiguous if its strides are not whole elements) and its operand."""
+    """The array (copied if its strides are not whole elements or it is not element-aligned)
+    and its operand.
+
+    The kernels load whole elements of their natural CUDA alignment (16 bytes for
+    ``double2``), which a view such as ``float64[1:].view(complex128)`` does not have.
+    """
     if array is None:
         return None, Operand((0,) * len(shape))
     strides = full_strides(array.shape, array.strides, array.itemsize, shape)
-    if strides is None:
-        array = cupy.ascontiguousarray(array)
+    if strides is None or array.data.ptr % array.itemsize:
+        array = array.copy()  # C-contiguous, in a fresh (aligned) allocation
         strides = full_strides(array.shape, array.strides, array.itemsize, shape)
     return array, Operand(strides, array.data.ptr, array.itemsize)
 
@@ -99,8 +104,9 @@ class _Call:
             self.g_scalar = float(np.asarray(grad_output, dtype=result))
         elif grad_output is not None:
             self.g = _cast(grad_output, result)
+            if not self.g.flags.c_contiguous or self.g.data.ptr % self.g.itemsize:
+                self.g = self.g.copy()
             if self.g.ndim:
-                self.g = cupy.ascontiguousarray(self.g)
                 kept = plan.kept_axes if plan.reduction != "none" else tuple(range(len(shape)))
                 g_strides = out_strides(shape, kept, c_strides(self.g.shape))
         g_operand = Operand(g_strides, 0 if self.g is None else self.g.data.ptr, _itemsize(result))

@@ -1,9 +1,10 @@
 """The CUDA C++ source of the CuPy backend's kernels, and the names of its specializations.
 
-The source needs no header at all: float16 is handled as raw bits with exact,
-correctly rounded conversions written here (so no ``cuda_fp16.h`` is required
-and float64 results are rounded once, never through float32), and complex
-numbers are plain ``float2``/``double2`` pairs.  The same text is compiled by
+The source needs no header at all: float16 and float32 are converted on raw bits
+with exact, correctly rounded conversions written here (so no ``cuda_fp16.h`` is
+required, float64 results are rounded once, never through float32, and CuPy's
+``-ftz=true`` cannot flush float32 subnormals), and complex numbers are plain
+``float2``/``double2`` pairs.  The same text is compiled by
 CuPy's ``RawModule`` at run time and by NVRTC in the tests, for every
 specialization listed by :func:`name_expressions`.
 
@@ -30,6 +31,7 @@ for contiguous, 16-byte aligned rows.
 from __future__ import annotations
 
 __all__ = [
+    "COMPILE_OPTIONS",
     "FLAG_DIVISOR_ARRAY",
     "FLAG_G_ARRAY",
     "FLAG_MEAN",
@@ -47,6 +49,9 @@ __all__ = [
     "name_expressions",
     "specialization",
 ]
+
+# NVRTC options for the source; CuPy appends its own "-ftz=true" after them (last one wins).
+COMPILE_OPTIONS = ("-std=c++17",)
 
 # Kept in step with the #defines below (tests compare them).
 MAX_DIMS = 8
@@ -140,27 +145,71 @@ __device__ __forceinline__ unsigned short l1_double_to_half(double v) {
     return sign | (unsigned short)(((e + 15) << 10) + ((int)m - 1024));
 }
 
+// ----- exact float32 conversions, on raw bits ---------------------------------------------
+// CuPy compiles every kernel with -ftz=true (appended after the caller's options), which
+// turns float <-> double casts into flushing ones: float32 subnormal inputs would read as 0
+// and subnormal results would be written as 0.  These conversions use no float32 instruction.
+
+__device__ __forceinline__ double l1_float_to_double(float v) {
+    const unsigned int bits = __float_as_uint(v);
+    const unsigned int exponent = (bits >> 23) & 0xff;
+    const unsigned int mantissa = bits & 0x7fffff;
+    double magnitude;
+    if (exponent == 0xff) {
+        magnitude = mantissa ? __longlong_as_double(0x7ff8000000000000LL)
+                             : __longlong_as_double(0x7ff0000000000000LL);
+    } else if (exponent == 0) {
+        magnitude = (double)mantissa * 1.401298464324817e-45;  // 2**-149, exact
+    } else {
+        magnitude = __longlong_as_double(
+            ((long long)(exponent - 127 + 1023) << 52) | ((long long)mantissa << 29));
+    }
+    return (bits >> 31) ? -magnitude : magnitude;
+}
+
+// Rounds to nearest, ties to even, subnormals included.
+__device__ __forceinline__ float l1_double_to_float(double v) {
+    const unsigned int sign = signbit(v) ? 0x80000000u : 0u;
+    const double a = fabs(v);
+    if (isnan(a)) return __uint_as_float(sign | 0x7fc00000u);
+    if (a < 1.1754943508222875e-38) {  // below 2**-126: subnormal, step 2**-149
+        return __uint_as_float(sign | (unsigned int)rint(a * 7.1362384635297994e+44));
+    }
+    // Drop 29 of the 52 mantissa bits with round-to-nearest-even; a carry moves into the
+    // exponent, and past the largest float the result is the infinity's bit pattern.
+    const unsigned long long bits = (unsigned long long)__double_as_longlong(a);
+    const unsigned long long rounded = (bits + 0x0fffffffULL + ((bits >> 29) & 1)) >> 29;
+    const unsigned long long single = rounded - (896ULL << 23);  // exponent bias 1023 -> 127
+    return __uint_as_float(sign | (unsigned int)(single < 0x7f800000ULL ? single : 0x7f800000ULL));
+}
+
 // ----- loads and stores of one element -----------------------------------------------------
 
 __device__ __forceinline__ void l1_split(unsigned short v, double& re, double& im) {
     re = l1_half_to_double(v); im = 0.0;
 }
-__device__ __forceinline__ void l1_split(float v, double& re, double& im) { re = v; im = 0.0; }
+__device__ __forceinline__ void l1_split(float v, double& re, double& im) {
+    re = l1_float_to_double(v); im = 0.0;
+}
 __device__ __forceinline__ void l1_split(double v, double& re, double& im) { re = v; im = 0.0; }
-__device__ __forceinline__ void l1_split(float2 v, double& re, double& im) { re = v.x; im = v.y; }
+__device__ __forceinline__ void l1_split(float2 v, double& re, double& im) {
+    re = l1_float_to_double(v.x); im = l1_float_to_double(v.y);
+}
 __device__ __forceinline__ void l1_split(double2 v, double& re, double& im) { re = v.x; im = v.y; }
 
 __device__ __forceinline__ double l1_real(unsigned short v) { return l1_half_to_double(v); }
-__device__ __forceinline__ double l1_real(float v) { return v; }
+__device__ __forceinline__ double l1_real(float v) { return l1_float_to_double(v); }
 __device__ __forceinline__ double l1_real(double v) { return v; }
 
 __device__ __forceinline__ void l1_join(double re, double, unsigned short& out) {
     out = l1_double_to_half(re);
 }
-__device__ __forceinline__ void l1_join(double re, double, float& out) { out = (float)re; }
+__device__ __forceinline__ void l1_join(double re, double, float& out) {
+    out = l1_double_to_float(re);
+}
 __device__ __forceinline__ void l1_join(double re, double, double& out) { out = re; }
 __device__ __forceinline__ void l1_join(double re, double im, float2& out) {
-    out.x = (float)re; out.y = (float)im;
+    out.x = l1_double_to_float(re); out.y = l1_double_to_float(im);
 }
 __device__ __forceinline__ void l1_join(double re, double im, double2& out) {
     out.x = re; out.y = im;
@@ -215,10 +264,14 @@ __device__ __forceinline__ double l1_dd_value(l1_dd a) {
     return isfinite(a.hi) ? a.hi + a.lo : a.hi;
 }
 
+// Products whose rounded value feeds an exact error term are computed with __dmul_rn: a
+// plain product may be contracted into an FMA with a later addition (NVVM and ptxas both
+// may do so), which would make that addition exact and count the product's error twice.
+
 // (hi + lo) / (dh + dl), rounded once (as l1backends.numerics.dd_divide).
 __device__ __forceinline__ double l1_dd_div(l1_dd a, l1_dd d) {
     const double q = a.hi / d.hi;
-    const double p = q * d.hi;
+    const double p = __dmul_rn(q, d.hi);
     const double pe = fma(q, d.hi, -p);
     const double r = (((a.hi - p) - pe) + a.lo) - q * d.lo;
     const double c = r / d.hi;
@@ -236,8 +289,8 @@ __device__ __forceinline__ l1_dd l1_dd_hypot(l1_dd re, l1_dd im) {
     const int e = ilogb(big);                  // scale by 2**-e: exact, no overflow
     const double rh = scalbn(re.hi, -e), rl = scalbn(re.lo, -e);
     const double ih = scalbn(im.hi, -e), il = scalbn(im.lo, -e);
-    const double p1 = rh * rh, e1 = fma(rh, rh, -p1);
-    const double p2 = ih * ih, e2 = fma(ih, ih, -p2);
+    const double p1 = __dmul_rn(rh, rh), e1 = fma(rh, rh, -p1);
+    const double p2 = __dmul_rn(ih, ih), e2 = fma(ih, ih, -p2);
     const l1_dd s = l1_two_sum(p1, p2);
     const double lo = ((s.lo + e1) + e2) + 2.0 * (rh * rl + ih * il);
     const double root = sqrt(s.hi);
@@ -276,7 +329,7 @@ __device__ __forceinline__ l1_elem l1_difference(double xr, double xi, double yr
 // w * |d| as a double word (w exact in double).
 __device__ __forceinline__ l1_dd l1_weigh(l1_dd mag, double w) {
     l1_dd t;
-    t.hi = mag.hi * w;
+    t.hi = __dmul_rn(mag.hi, w);
     t.lo = isfinite(t.hi) ? fma(mag.hi, w, -t.hi) + mag.lo * w : 0.0;
     return t;
 }
