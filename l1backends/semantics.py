@@ -245,9 +245,12 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     return reduction
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Plan:
     """A validated description of one L1-loss call.
+
+    Plans are interned by :func:`make_plan`'s cache and compare by identity, so that
+    backends can key their own caches on a plan at the cost of an ``id``.
 
     Attributes
     ----------
