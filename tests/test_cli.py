@@ -44,3 +44,9 @@ def test_unknown_arguments_are_refused() -> None:
     result = run_cli("info", "--bogus")
     assert result.returncode == 2
     assert "--bogus" in result.stderr
+
+
+def test_gpu_benchmark_without_a_gpu_says_why() -> None:
+    result = run_cli("bench", "--gpu")
+    assert result.returncode == 2
+    assert "GPU benchmark skipped: " in result.stderr

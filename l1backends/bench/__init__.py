@@ -8,6 +8,7 @@ Dask benchmarks instead.
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["build_parser", "main"]
 
@@ -38,15 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark selected by ``argv`` and return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     options, _ = build_parser().parse_known_args(argv)
+    # The GPU and Dask modes take their own options: everything but the mode flag.
+    rest = [argument for argument in argv if argument not in ("--gpu", "--dask")]
     if options.gpu:
         from . import gpu
 
-        return gpu.run(argv)
+        return gpu.run(rest)
     if options.dask:
         from . import dask
 
-        return dask.run(argv)
+        return dask.run(rest)
     from . import cpu
 
     return cpu.run(argv)

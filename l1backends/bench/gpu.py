@@ -1,6 +1,6 @@
 """GPU benchmark: achieved memory bandwidth of the CUDA backends, timed with CUDA events.
 
-Run as ``python -m l1backends.bench --gpu [--n N] [--dtype float32] [--peak-tbs 3.0]``
+Run as ``l1backends bench --gpu [--n N] [--dtype float32] [--peak-tbs 3.0]``
 (``l1backends.bench.main`` imports this module only when ``--gpu`` is given).
 The default size, 2**28 float32 elements (1 GiB per array), is far above an
 H100's 50 MB L2, so every pass streams from HBM.  Bandwidth counts the bytes a
@@ -22,7 +22,7 @@ TARGETS = {"mean": 0.85, "loss_and_grad": 0.80}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m l1backends.bench --gpu", description=__doc__)
+    parser = argparse.ArgumentParser(prog="l1backends bench --gpu", description=__doc__)
     parser.add_argument("--n", type=int, default=2**28, help="elements per array (default 2**28)")
     parser.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
     parser.add_argument(
