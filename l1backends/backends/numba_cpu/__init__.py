@@ -386,7 +386,7 @@ class NumbaCPUBackend:
                 value = kern.flat_serial(*args)
                 signature = tuple(map(kern.flat_serial.typeof_pyval, args))
                 compiled.append(kern.flat_serial.overloads[signature].entry_point)
-            return out if out is not None else np.array(value, dtype=dtype)
+            return out if out is not None else _scalar_result(value, dtype)
 
         return run
 
@@ -413,7 +413,7 @@ class NumbaCPUBackend:
             value = self._flat(
                 plan, input, target, weight, None, None, 1.0, _accumulate_token(plan)
             )
-            return np.array(value, dtype=plan.result_dtype)
+            return _scalar_result(value, np.dtype(plan.result_dtype))
         call = _Call(plan, input, target, weight)
         if plan.reduction == "none":
             out, flat = call.output(_OUT, plan.shape, plan.result_dtype)
@@ -429,7 +429,7 @@ class NumbaCPUBackend:
         """Unrounded float64 double-word sums of w·|d| and w over the reduced axes."""
         call = _Call(plan, input, target, weight)
         sums = np.zeros((math.prod(plan.out_shape), 4))
-        call.run(accumulate=_EXACT, sums=sums)
+        call.run(accumulate=_accumulate_token(plan), sums=sums)
         parts = [sums[:, k].reshape(plan.out_shape) for k in range(4)]
         if weight is None:
             return parts[0], parts[1], None, None
@@ -490,7 +490,7 @@ class NumbaCPUBackend:
                 return self._empty_loss(plan), gradient
             token = _accumulate_token(plan) if want_loss and plan.reduction != "none" else None
             value = self._flat(plan, input, target, weight, None, _ravel(gradient), scale, token)
-            loss = np.array(value, dtype=plan.result_dtype) if token is not None else None
+            loss = _scalar_result(value, np.dtype(plan.result_dtype)) if token is not None else None
             return loss, gradient
         return self._grad_general(plan, input, target, weight, grad_output, want_loss)
 
@@ -553,6 +553,21 @@ class NumbaCPUBackend:
             if plan.count == 0:
                 weight_sum = np.zeros(noutputs)
             return g / weight_sum
+
+
+def _scalar_result(value: float, dtype: np.dtype) -> np.ndarray:
+    """A 0-d array of ``dtype`` holding the float64 ``value``, rounded once.
+
+    A value beyond the dtype's range rounds to inf, as the spec says, without NumPy's
+    overflow warning; the warning-free path is kept off the hot path of in-range values.
+    """
+    if abs(value) <= _LARGEST[dtype]:
+        return np.array(value, dtype=dtype)
+    with np.errstate(over="ignore"):
+        return np.array(value, dtype=dtype)
+
+
+_LARGEST = {np.dtype(name): float(np.finfo(name).max) for name in ("float16", "float32", "float64")}
 
 
 def _flat_result(array: np.ndarray) -> np.ndarray:
