@@ -1,4 +1,4 @@
-"""The command line: ``python -m l1backends {info,example,check,bench}``."""
+"""The command line: ``python -m l1backends {info,example,warmup,check,bench}``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import platform
 import sys
+import time
 from collections.abc import Sequence
 
 import l1backends as l1
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("info", help="show the backends, what they serve and whether they run here")
     commands.add_parser("example", help="run a worked example")
+    commands.add_parser(
+        "warmup", help="compile the numba-cpu kernels of common calls into numba's disk cache"
+    )
     check = commands.add_parser(
         "check",
         help="run the conformance suite against backends (needs the 'test' extra)",
@@ -166,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if arguments.command == "example":
         return example()
+    if arguments.command == "warmup":
+        from l1backends.backends.numba_cpu import warm_up
+
+        start = time.perf_counter()
+        calls = warm_up()
+        elapsed = time.perf_counter() - start
+        print(f"compiled or loaded the kernels of {calls} calls in {elapsed:.1f} s")
+        return 0
     if arguments.command in (None, "info"):
         return info()
     return 0

@@ -50,3 +50,9 @@ def test_gpu_benchmark_without_a_gpu_says_why() -> None:
     result = run_cli("bench", "--gpu")
     assert result.returncode == 2
     assert "GPU benchmark skipped: " in result.stderr
+
+
+def test_warmup_compiles_the_common_numba_cpu_calls() -> None:
+    result = run_cli("warmup")
+    assert result.returncode == 0, result.stderr
+    assert "kernels of 36 calls" in result.stdout

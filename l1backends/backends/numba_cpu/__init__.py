@@ -23,10 +23,18 @@ from typing import Any
 import numpy as np
 
 from ...numerics import compensated_sum, dd_value
-from ...semantics import Plan
+from ...semantics import REDUCTIONS, Plan, make_plan
 from . import _kernels as kern
 
-__all__ = ["MAX_CHUNKS", "MIN_CHUNK", "PARALLEL_MIN", "NumbaCPUBackend", "backend", "probe"]
+__all__ = [
+    "MAX_CHUNKS",
+    "MIN_CHUNK",
+    "PARALLEL_MIN",
+    "NumbaCPUBackend",
+    "backend",
+    "probe",
+    "warm_up",
+]
 
 Array = Any
 
@@ -600,3 +608,34 @@ def _sum_back(plan: Plan, gradient: np.ndarray) -> np.ndarray:
 
 
 backend = NumbaCPUBackend()
+
+
+def warm_up(dtypes: tuple[str, ...] = ("float32", "float64")) -> int:
+    """Compile the kernels of the common calls into numba's on-disk cache.
+
+    Kernels compile lazily, once per argument-type signature, and are then cached on
+    disk; this compiles the signatures that contiguous inputs of ``dtypes`` use for
+    every reduction, loss and gradient, on the serial and the parallel path, so that
+    later processes load them from the cache instead of compiling.
+
+    Parameters
+    ----------
+    dtypes : tuple of str
+        Input dtypes to prepare.
+
+    Returns
+    -------
+    int
+        The number of calls made.
+    """
+    calls = 0
+    for name in dtypes:
+        for size in (1, PARALLEL_MIN):
+            x = np.zeros(size, dtype=name)
+            for reduction in REDUCTIONS:
+                plan = make_plan((size,), name, (size,), name, reduction)
+                backend.loss(plan, x, x, None)
+                backend.grad(plan, x, x, None, None)
+                backend.loss_and_grad(plan, x, x, None, None)
+                calls += 3
+    return calls
