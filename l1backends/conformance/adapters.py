@@ -1,0 +1,516 @@
+"""Array adapters: how the conformance suite builds and reads arrays of one library.
+
+A backend's :class:`~l1backends.registry.BackendSpec` names the adapters that
+build arrays it serves in ``test_adapters`` (``"module:attribute"`` strings, such
+as ``"l1backends.conformance.adapters:NUMPY"``).  A plugin author whose backend
+serves a library not listed here writes an :class:`ArrayAdapter` subclass in
+their own package and points ``test_adapters`` at an instance of it.
+
+The adapter interface
+---------------------
+``name``
+    Short identifier, used in test ids and messages.
+``layouts``
+    The memory layouts the adapter can build, a subset of :data:`LAYOUTS`.
+``max_size``
+    The largest number of elements per array the suite draws (small for slow
+    targets such as the CUDA simulator).
+``example_factor``
+    Multiplies the number of hypothesis examples per test (below 1 for slow targets).
+``unsupported_dtypes``
+    Dtypes the library cannot hold (array-api-strict has no float16); the suite
+    skips them for this adapter, saying so.
+``subnormals``
+    False when the library flushes subnormals to zero (XLA on CPU does); values
+    are then drawn at least ``2**(emin/2)`` in magnitude, so no difference,
+    product or result of the drawn calls is subnormal.
+``unavailable_reason()``
+    None when the library (and its device) can be used, else why not.
+``from_numpy(array)``
+    A C-contiguous copy of a NumPy array in the library, on its default device.
+``to_numpy(array)``
+    A NumPy copy of a library array (moving it to the host if needed).
+``check_native(array, like)``
+    None if ``array`` is an array of this library on the same device as ``like``,
+    else a description of what is wrong.
+``permute(array, axes)``, ``flip(array)``, ``step(array, axis, step)``,
+``broadcast_to(array, shape)``
+    Views built with the library's own operations: the backend under test must
+    then really receive transposed, negative-stride, strided and zero-stride
+    inputs.  Only those needed by ``layouts`` must be implemented.
+``shares_memory(a, b)``
+    Whether two arrays may overlap in memory (False when the library cannot tell).
+``read_only(array)``
+    The array made read-only, or None when the library has no such notion.
+``repro(expression)``
+    Python source that turns the NumPy ``expression`` into this library's array,
+    for the one-line reproduction printed with every failure.
+``imports``
+    The import statement that ``repro`` needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ARRAY_API_STRICT",
+    "CUPY",
+    "DASK",
+    "JAX",
+    "LAYOUTS",
+    "NUMBA_CUDA",
+    "NUMPY",
+    "TORCH",
+    "ArrayAdapter",
+    "build",
+]
+
+Array = Any
+
+#: Every layout the suite knows: C order, Fortran order, a transposed view (axes
+#: permuted), negative strides (every axis reversed), a sliced step (every
+#: second element along one axis) and a zero-stride broadcast view.
+LAYOUTS = ("C", "F", "transposed", "negative", "step", "broadcast")
+
+
+class ArrayAdapter:
+    """Builds and reads arrays of one library for the conformance suite.
+
+    Subclasses set the class attributes and override the methods of the
+    interface described in this module's docstring; the defaults here use an
+    Array-API namespace (``namespace()``) and suit most libraries.
+    """
+
+    name = "abstract"
+    module = ""
+    layouts: tuple[str, ...] = ("C",)
+    max_size = 48
+    example_factor = 1.0
+    unsupported_dtypes: frozenset[str] = frozenset()
+    subnormals = True
+    imports = "import numpy as np"
+
+    def __repr__(self) -> str:
+        return f"<conformance adapter {self.name}>"
+
+    def namespace(self) -> Any:
+        """The library's Array-API namespace."""
+        return importlib.import_module(self.module)
+
+    def unavailable_reason(self) -> str | None:
+        """None when arrays can be built here, else the real reason."""
+        try:
+            self.from_numpy(np.zeros(2))
+        except Exception as error:  # the real error is the reason reported
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        """A C-contiguous copy of ``array`` in the library, on the default device."""
+        # np.ascontiguousarray would turn a 0-d array into a 1-d one.
+        return self.namespace().asarray(np.array(array, order="C", copy=True), copy=True)
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        """A NumPy copy of ``array``."""
+        return np.array(array, copy=True)
+
+    def array_type(self) -> type:
+        """The library's array type."""
+        return type(self.from_numpy(np.zeros(1)))
+
+    def device(self, array: Array) -> Any:
+        """The device ``array`` lives on (None when the library has one device)."""
+        import array_api_compat
+
+        return array_api_compat.device(array)
+
+    def check_native(self, array: Array, like: Array) -> str | None:
+        """None if ``array`` is of this library and on ``like``'s device, else what is wrong."""
+        if not isinstance(array, self.array_type()):
+            return f"expected a {_type_name(self.array_type())}, got a {_type_name(type(array))}"
+        if self.device(array) != self.device(like):
+            return f"output is on {self.device(array)}, but the inputs are on {self.device(like)}"
+        return None
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        """A view of ``array`` with its axes permuted."""
+        return self.namespace().permute_dims(array, axes)
+
+    def flip(self, array: Array) -> Array:
+        """A view of ``array`` reversed along every axis (negative strides)."""
+        return array[(slice(None, None, -1),) * array.ndim]
+
+    def step(self, array: Array, axis: int, step: int) -> Array:
+        """A view of every ``step``-th element of ``array`` along ``axis``."""
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(None, None, step)
+        return array[tuple(index)]
+
+    def broadcast_to(self, array: Array, shape: tuple[int, ...]) -> Array:
+        """A zero-stride view of ``array`` broadcast to ``shape``."""
+        return self.namespace().broadcast_to(array, shape)
+
+    def shares_memory(self, a: Array, b: Array) -> bool:
+        """Whether ``a`` and ``b`` may share memory (False when unknown)."""
+        return False
+
+    def read_only(self, array: Array) -> Array | None:
+        """``array`` made read-only, or None when the library has no read-only arrays."""
+        return None
+
+    def repro(self, expression: str) -> str:
+        """Source turning the NumPy ``expression`` into this library's array."""
+        return f"{self.module}.asarray({expression})"
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _NumPy(ArrayAdapter):
+    name = "numpy"
+    module = "numpy"
+    layouts = LAYOUTS
+    max_size = 64
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        return np.array(array, order="C", copy=True)
+
+    def array_type(self) -> type:
+        return np.ndarray
+
+    def device(self, array: Array) -> Any:
+        return "cpu"
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        return array.transpose(axes)
+
+    def broadcast_to(self, array: Array, shape: tuple[int, ...]) -> Array:
+        return np.broadcast_to(array, shape)
+
+    def shares_memory(self, a: Array, b: Array) -> bool:
+        return bool(np.may_share_memory(a, b))
+
+    def read_only(self, array: Array) -> Array:
+        view = array.view()
+        view.flags.writeable = False
+        return view
+
+    def repro(self, expression: str) -> str:
+        return expression
+
+
+class _ArrayAPIStrict(ArrayAdapter):
+    name = "array-api-strict"
+    module = "array_api_strict"
+    unsupported_dtypes = frozenset({"float16"})
+    example_factor = 0.5
+    imports = "import numpy as np, array_api_strict"
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        # array-api-strict exposes no __array__ in recent versions; go through DLPack.
+        return np.array(np.from_dlpack(array), copy=True)
+
+
+class _Torch(ArrayAdapter):
+    name = "torch"
+    module = "torch"
+    # torch has no negative strides.
+    layouts = ("C", "F", "transposed", "step", "broadcast")
+    imports = "import numpy as np, torch"
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        import torch
+
+        return torch.from_numpy(np.array(array, order="C", copy=True))
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        return array.detach().cpu().numpy().copy()
+
+    def array_type(self) -> type:
+        import torch
+
+        return torch.Tensor
+
+    def device(self, array: Array) -> Any:
+        return array.device
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        return array.permute(axes)
+
+    def broadcast_to(self, array: Array, shape: tuple[int, ...]) -> Array:
+        return array.expand(shape)
+
+    def shares_memory(self, a: Array, b: Array) -> bool:
+        if a.device != b.device or 0 in (a.numel(), b.numel()):
+            return False
+        storage_a, storage_b = a.untyped_storage(), b.untyped_storage()
+        start_a, start_b = storage_a.data_ptr(), storage_b.data_ptr()
+        return start_a < start_b + storage_b.nbytes() and start_b < start_a + storage_a.nbytes()
+
+    def repro(self, expression: str) -> str:
+        return f"torch.from_numpy({expression})"
+
+
+class _Jax(ArrayAdapter):
+    """JAX arrays; importing the adapter's library enables ``jax_enable_x64``.
+
+    Without it JAX silently turns float64 into float32, so the suite could not
+    build the float64 and complex128 inputs a backend declares.  XLA on the CPU
+    flushes subnormals to zero, so no subnormal values are drawn.  Eager JAX is
+    slow on the many small operations of the generic backend: fewer examples.
+    """
+
+    name = "jax"
+    module = "jax.numpy"
+    subnormals = False
+    max_size = 16
+    example_factor = 0.35
+    imports = "import numpy as np, jax; jax.config.update('jax_enable_x64', True)"
+
+    def namespace(self) -> Any:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        return importlib.import_module("jax.numpy")
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        return self.namespace().asarray(np.array(array, order="C", copy=True))
+
+    def array_type(self) -> type:
+        import jax
+
+        return jax.Array
+
+    def device(self, array: Array) -> Any:
+        return tuple(sorted(map(str, array.devices())))
+
+    def repro(self, expression: str) -> str:
+        return f"jax.numpy.asarray({expression})"
+
+
+class _NumbaCUDA(ArrayAdapter):
+    """numba-cuda device arrays; under ``NUMBA_ENABLE_CUDASIM=1`` the simulator's arrays.
+
+    Transposed and broadcast views are built from the base array's memory with
+    explicit strides (numba's own ``transpose`` copies through a kernel).
+    """
+
+    name = "numba-cuda"
+    module = "numba.cuda"
+    layouts = LAYOUTS
+    # The simulator runs one Python thread per CUDA thread: keep arrays and examples few.
+    max_size = 12
+    example_factor = 0.25
+    imports = "import numpy as np; from numba import cuda"
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        from numba import cuda
+
+        return cuda.to_device(np.array(array, order="C", copy=True))
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        return np.array(array.copy_to_host(), copy=True)
+
+    def array_type(self) -> type:
+        from numba import cuda
+
+        if cuda.is_available() and not _simulated():
+            from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+            return DeviceNDArray
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray
+
+    def device(self, array: Array) -> Any:
+        if _simulated():
+            return "simulator"
+        from numba import cuda
+
+        return cuda.get_current_device().id
+
+    def _strided(self, base: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Array:
+        if _simulated():
+            from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+            host = np.lib.stride_tricks.as_strided(base._ary, shape, strides, writeable=False)
+            return FakeCUDAArray(host)
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+        return DeviceNDArray(shape, strides, base.dtype, gpu_data=base.gpu_data)
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        shape = tuple(array.shape[ax] for ax in axes)
+        strides = tuple(array.strides[ax] for ax in axes)
+        return self._strided(array, shape, strides)
+
+    def broadcast_to(self, array: Array, shape: tuple[int, ...]) -> Array:
+        lead = len(shape) - array.ndim
+        strides = (0,) * lead + tuple(
+            0 if n == 1 and m != 1 else s
+            for n, m, s in zip(array.shape, shape[lead:], array.strides, strict=True)
+        )
+        return self._strided(array, shape, strides)
+
+    def shares_memory(self, a: Array, b: Array) -> bool:
+        if _simulated():
+            return bool(np.may_share_memory(a._ary, b._ary))
+        return _cai_overlap(a, b)
+
+    def repro(self, expression: str) -> str:
+        return f"cuda.to_device({expression})"
+
+
+def _simulated() -> bool:
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _extent(array: Array) -> tuple[int, int]:
+    """The byte range ``[low, high)`` that a device array's elements occupy."""
+    start = array.__cuda_array_interface__["data"][0]
+    if array.size == 0:
+        return start, start
+    low = start + sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True))
+    high = start + sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True))
+    return low, high + array.dtype.itemsize
+
+
+def _cai_overlap(a: Array, b: Array) -> bool:
+    """Whether two ``__cuda_array_interface__`` arrays' byte ranges overlap."""
+    low_a, high_a = _extent(a)
+    low_b, high_b = _extent(b)
+    return low_a < high_b and low_b < high_a
+
+
+class _CuPy(ArrayAdapter):
+    name = "cupy"
+    module = "cupy"
+    layouts = LAYOUTS
+    imports = "import numpy as np, cupy"
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        import cupy
+
+        return cupy.asarray(np.array(array, order="C", copy=True))
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        return array.get()
+
+    def array_type(self) -> type:
+        import cupy
+
+        return cupy.ndarray
+
+    def device(self, array: Array) -> Any:
+        return array.device.id
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        return array.transpose(axes)
+
+    def shares_memory(self, a: Array, b: Array) -> bool:
+        import cupy
+
+        return bool(cupy.may_share_memory(a, b))
+
+    def repro(self, expression: str) -> str:
+        return f"cupy.asarray({expression})"
+
+
+class _Dask(ArrayAdapter):
+    """Dask arrays of a few chunks (so backends must combine partial sums)."""
+
+    name = "dask"
+    module = "dask.array"
+    layouts = LAYOUTS
+    imports = "import numpy as np, dask.array"
+
+    def from_numpy(self, array: np.ndarray) -> Array:
+        import dask.array as da
+
+        array = np.array(array, order="C", copy=True)
+        # About two chunks along every axis, so that every reduction crosses chunks.
+        chunks = tuple(max(1, (n + 1) // 2) for n in array.shape)
+        return da.from_array(array, chunks=chunks)
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        return np.array(array.compute(scheduler="sync"), copy=True)
+
+    def array_type(self) -> type:
+        import dask.array as da
+
+        return da.Array
+
+    def device(self, array: Array) -> Any:
+        return "cpu"
+
+    def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
+        return array.transpose(axes)
+
+    def repro(self, expression: str) -> str:
+        return f"dask.array.from_array({expression}, chunks=2)"
+
+
+NUMPY = _NumPy()
+ARRAY_API_STRICT = _ArrayAPIStrict()
+TORCH = _Torch()
+JAX = _Jax()
+NUMBA_CUDA = _NumbaCUDA()
+CUPY = _CuPy()
+DASK = _Dask()
+
+
+def build(adapter: ArrayAdapter, values: np.ndarray, layout: tuple[Any, ...]) -> Array:
+    """Build ``values`` in ``adapter``'s library with the memory ``layout``.
+
+    Parameters
+    ----------
+    adapter : ArrayAdapter
+        The library's adapter.
+    values : numpy.ndarray
+        The logical values the result must hold.
+    layout : tuple
+        ``("C",)``, ``("F",)``, ``("transposed", axes)``, ``("negative",)``,
+        ``("step", axis)`` or ``("broadcast", small_shape)``; for a broadcast layout
+        ``values`` must be constant along the axes where ``small_shape`` is 1.
+
+    Returns
+    -------
+    array
+        An array of the library equal to ``values``, built as a view where the
+        layout asks for one.
+    """
+    kind = layout[0]
+    if kind == "C" or values.ndim == 0:
+        return adapter.from_numpy(values)
+    if kind == "F":
+        axes = tuple(reversed(range(values.ndim)))
+        return adapter.permute(adapter.from_numpy(values.transpose(axes)), axes)
+    if kind == "transposed":
+        axes = layout[1]
+        inverse = tuple(int(i) for i in np.argsort(axes))
+        return adapter.permute(adapter.from_numpy(values.transpose(inverse)), axes)
+    if kind == "negative":
+        flipped = values[(slice(None, None, -1),) * values.ndim]
+        return adapter.flip(adapter.from_numpy(flipped))
+    if kind == "step":
+        axis = layout[1]
+        shape = list(values.shape)
+        shape[axis] *= 2
+        # The skipped elements hold a value no correct backend could confuse with data.
+        padded = np.full(shape, 7, dtype=values.dtype)
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(None, None, 2)
+        padded[tuple(index)] = values
+        return adapter.step(adapter.from_numpy(padded), axis, 2)
+    if kind == "broadcast":
+        small_shape = layout[1]
+        small = values[tuple(slice(0, n) for n in small_shape)]
+        return adapter.broadcast_to(adapter.from_numpy(small), values.shape)
+    raise ValueError(f"unknown layout {layout!r}; known layouts are {', '.join(LAYOUTS)}")
