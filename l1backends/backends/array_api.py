@@ -202,16 +202,18 @@ class ArrayAPIBackend:
         weight_sum: tuple[Array, Array] | None,
     ) -> Array:
         plan, xp = call.plan, call.xp
-        scale = call.grad_output(grad_output)
-        if weight is not None:
-            w = call.weight(weight)
-            scale = w if scale is None else scale * w
+        # The scale is g * (w / Σw): dividing the weight first keeps a tiny weight from
+        # underflowing in g * w before the division brings it back to scale.
+        weights = None if weight is None else call.weight(weight)
         if plan.reduction == "mean":
             if weight_sum is not None:
                 divisor = xp.reshape(dd_value(xp, *weight_sum), plan.keepdims_shape)
             else:
                 divisor = call.full(float(plan.count))
-            scale = (call.full(1.0) if scale is None else scale) / divisor
+            weights = (call.full(1.0) if weights is None else weights) / divisor
+        scale = call.grad_output(grad_output)
+        if weights is not None:
+            scale = weights if scale is None else scale * weights
 
         if plan.is_complex:
             re, im = parts

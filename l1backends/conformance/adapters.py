@@ -440,7 +440,7 @@ class _Dask(ArrayAdapter):
         return da.from_array(array, chunks=chunks)
 
     def to_numpy(self, array: Array) -> np.ndarray:
-        return np.array(array.compute(scheduler="sync"), copy=True)
+        return np.array(array.compute(scheduler="threads"), copy=True)
 
     def array_type(self) -> type:
         import dask.array as da
