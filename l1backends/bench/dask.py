@@ -14,11 +14,12 @@ import argparse
 import json
 import os
 import platform
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from .cpu import best_time
 
 __all__ = ["run"]
 
@@ -44,17 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default="bench-dask.json", help="where to write the results")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
-
-
-def _best_time(function: Callable[[], Any], repeat: int) -> float:
-    """Best-of-``repeat`` seconds of one call, after a warm-up call."""
-    function()
-    best = float("inf")
-    for _ in range(max(repeat, 1)):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def run(argv: list[str] | None) -> int:
@@ -89,7 +79,7 @@ def run(argv: list[str] | None) -> int:
             x = rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
             y = rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
             single_name = registry.select((x, y), None, "bench").name
-            single = _best_time(lambda x=x, y=y: l1.l1_loss(x, y), options.repeat)
+            single = best_time(lambda x=x, y=y: l1.l1_loss(x, y), options.repeat)
 
             def on_dask(chunks: int, x: np.ndarray = x, y: np.ndarray = y) -> Callable[[], Any]:
                 size = -(-len(x) // chunks)
@@ -99,7 +89,7 @@ def run(argv: list[str] | None) -> int:
             counts = sorted({options.chunks, *options.scaling})
             timings = {}
             for chunks in counts:
-                timings[chunks] = _best_time(on_dask(chunks), options.repeat)
+                timings[chunks] = best_time(on_dask(chunks), options.repeat)
                 say(f"  {dtype} n={n:.0e} chunks={chunks:>3}: {timings[chunks] * 1e3:9.2f} ms")
             results.append(
                 {
