@@ -18,6 +18,7 @@ import numpy as np
 
 from ...semantics import Plan
 from .._cuda_launch import THREADS_PER_BLOCK
+from .._fused import FusedPassBackend
 from ._plan import (
     Launch,
     Operand,
@@ -164,38 +165,10 @@ def _cast(array: Array, dtype: str) -> Array:
     return array if array.dtype.name == dtype else array.astype(dtype)
 
 
-class CupyBackend:
+class CupyBackend(FusedPassBackend):
     """L1 loss and subgradient with fused CUDA kernels, for ``cupy.ndarray``."""
 
     name = "cupy"
-
-    def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
-        """Return the loss described by ``plan``."""
-        return self._run(plan, input, target, weight, None, want_loss=True, want_grad=False)[0]
-
-    def grad(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-    ) -> Array:
-        """Return the subgradient with respect to ``input`` described by ``plan``."""
-        return self._run(plan, input, target, weight, grad_output, want_loss=False, want_grad=True)[
-            1
-        ]
-
-    def loss_and_grad(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-    ) -> tuple[Array, Array]:
-        """Return ``(loss, grad)`` from one fused pass where the plan allows it."""
-        return self._run(plan, input, target, weight, grad_output, want_loss=True, want_grad=True)
 
     def partials(
         self, plan: Plan, input: Array, target: Array, weight: Array | None

@@ -20,6 +20,7 @@ from numba import cuda
 
 from ...semantics import Plan
 from .._cuda_launch import MAX_BLOCKS, THREADS_PER_BLOCK, WARP_SIZE, chunked_launch, flat_launch
+from .._fused import FusedPassBackend
 from . import _kernels as k
 from ._layout import Space, broadcast_strides, build_space, c_strides
 
@@ -296,38 +297,10 @@ class _Pass:
         return all(not any(space.reduced[i]) for i in fixed)
 
 
-class NumbaCudaBackend:
+class NumbaCudaBackend(FusedPassBackend):
     """L1 loss and subgradient for numba device arrays and ``__cuda_array_interface__`` objects."""
 
     name = "numba-cuda"
-
-    def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
-        """Return the loss described by ``plan``, on the device."""
-        return self._run(plan, input, target, weight, None, want_loss=True, want_grad=False)[0]
-
-    def grad(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-    ) -> Array:
-        """Return the subgradient with respect to ``input``, on the device."""
-        return self._run(plan, input, target, weight, grad_output, want_loss=False, want_grad=True)[
-            1
-        ]
-
-    def loss_and_grad(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-    ) -> tuple[Array, Array]:
-        """Return ``(loss, grad)`` from one fused pass (after a sum(w) pass for a weighted mean)."""
-        return self._run(plan, input, target, weight, grad_output, want_loss=True, want_grad=True)
 
     def partials(
         self, plan: Plan, input: Array, target: Array, weight: Array | None
