@@ -317,6 +317,7 @@ class NumbaCPUBackend:
         gr: np.ndarray | None,
         scale: float,
         accumulate: Any,
+        how: int | None = None,
     ) -> float:
         real = plan.result_dtype
         n = plan.size
@@ -324,9 +325,10 @@ class NumbaCPUBackend:
         w = wm = None
         if weight is not None:
             w, wm = _ravel(weight), _mode(weight.dtype, real)
-        how = kern.FINISH_SUM
-        if plan.reduction == "mean":
-            how = kern.FINISH_COUNT if weight is None else kern.FINISH_WEIGHT
+        if how is None:
+            how = kern.FINISH_SUM
+            if plan.reduction == "mean":
+                how = kern.FINISH_COUNT if weight is None else kern.FINISH_WEIGHT
         args = (
             nchunks, chunk, _ravel(input), _mode(input.dtype, real), _ravel(target),
             _mode(target.dtype, real), w, wm, out, gr, scale, how, accumulate,
@@ -435,6 +437,16 @@ class NumbaCPUBackend:
         self, plan: Plan, input: Array, target: Array, weight: Array | None
     ) -> tuple[Array, Array, Array | None, Array | None]:
         """Unrounded float64 double-word sums of w·|d| and w over the reduced axes."""
+        if (
+            weight is None
+            and plan.result_dtype != "float64"
+            and plan.size
+            and _is_flat(plan, input, target, None)
+        ):
+            # Below float64 results the lanes are plain float64 sums, so the flat kernel's
+            # float64 total (its "sum" finish) loses nothing the result could show.
+            total = self._flat(plan, input, target, None, None, None, 1.0, _TO_F32, kern.FINISH_SUM)
+            return np.array(total), np.zeros(()), None, None
         call = _Call(plan, input, target, weight)
         sums = np.zeros((math.prod(plan.out_shape), 4))
         call.run(accumulate=_accumulate_token(plan), sums=sums)
