@@ -320,6 +320,16 @@ class Plan:
         return math.prod(self.shape)
 
     @property
+    def input_broadcast_axes(self) -> tuple[int, ...]:
+        """Axes of ``shape`` along which the input was broadcast: its gradient sums them."""
+        lead = len(self.shape) - len(self.input_shape)
+        return tuple(range(lead)) + tuple(
+            lead + ax
+            for ax, n in enumerate(self.input_shape)
+            if n == 1 and self.shape[lead + ax] != 1
+        )
+
+    @property
     def input_broadcast(self) -> bool:
         """Whether the input is smaller than the loss, so its gradient must be summed back."""
         return self.input_shape != self.shape

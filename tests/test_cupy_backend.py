@@ -26,7 +26,6 @@ from l1backends.backends.cupy._plan import (
     Operand,
     elementwise_launch,
     full_strides,
-    grad_sum_axes,
     reduction_launch,
     scale_flags,
 )
@@ -152,12 +151,6 @@ def test_misaligned_or_fractionally_strided_operands_are_copied_before_typed_loa
     fractional = _DeviceArrayStub((3,), (6,), 4, 4096)
     array, operand = _operand(fractional, (2, 3))
     assert operand == Operand((0, 1), 1 << 20, 4)
-
-
-def test_grad_sum_axes_are_the_broadcast_axes() -> None:
-    assert grad_sum_axes((3, 1), (2, 3, 5)) == (0, 2)
-    assert grad_sum_axes((2, 3), (2, 3)) == ()
-    assert grad_sum_axes((), (4,)) == (0,)
 
 
 def _dense(shape, pointer=256, itemsize=4, weight_itemsize=4):

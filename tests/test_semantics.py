@@ -146,6 +146,16 @@ def test_shape_mismatch_names_both_shapes_and_broadcast() -> None:
     assert "broadcast=True" in message
 
 
+def test_input_broadcast_axes_are_the_axes_its_gradient_sums() -> None:
+    def axes(input_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> tuple[int, ...]:
+        plan = make_plan(input_shape, "float32", target_shape, "float32", broadcast=True)
+        return plan.input_broadcast_axes
+
+    assert axes((3, 1), (2, 3, 5)) == (0, 2)
+    assert axes((2, 3), (2, 3)) == ()
+    assert axes((), (4,)) == (0,)
+
+
 def test_broadcast_true_broadcasts_silently() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

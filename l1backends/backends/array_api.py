@@ -248,12 +248,7 @@ class ArrayAPIBackend:
         plan, xp = call.plan, call.xp
         if not plan.input_broadcast:
             return gradient
-        lead = len(plan.shape) - len(plan.input_shape)
-        axes = tuple(range(lead)) + tuple(
-            lead + ax
-            for ax, n in enumerate(plan.input_shape)
-            if n == 1 and plan.shape[lead + ax] != 1
-        )
+        axes = plan.input_broadcast_axes
         kept = tuple(ax for ax in range(len(plan.shape)) if ax not in axes)
         moved = xp.permute_dims(gradient, kept + axes)
         count = math.prod(plan.shape[ax] for ax in axes)

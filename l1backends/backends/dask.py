@@ -649,7 +649,7 @@ class DaskBackend:
         weight, grad_output, grad_output_index = self._scaled(
             operands, grad_output, total, scale_dtype, wide
         )
-        sum_axes = self._sum_back_axes(plan)
+        sum_axes = plan.input_broadcast_axes
         words_axis = len(plan.shape)
         index = operands.index
         weight_args = (None, None) if weight is None else (weight, index)
@@ -705,14 +705,6 @@ class DaskBackend:
         )
         lead = len(plan.shape) - len(plan.input_shape)
         return gradient[(0,) * lead] if lead else gradient
-
-    @staticmethod
-    def _sum_back_axes(plan: Plan) -> tuple[int, ...]:
-        """Axes of the loss shape that the input is broadcast over."""
-        lead = len(plan.shape) - len(plan.input_shape)
-        return tuple(range(lead)) + tuple(
-            lead + ax for ax, size in enumerate(plan.input_shape) if size != plan.shape[lead + ax]
-        )
 
     @staticmethod
     def _scaled(

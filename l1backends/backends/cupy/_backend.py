@@ -25,7 +25,6 @@ from ._plan import (
     c_strides,
     elementwise_launch,
     full_strides,
-    grad_sum_axes,
     out_strides,
     reduction_launch,
     scale_flags,
@@ -285,7 +284,7 @@ def _grad_sum(call: _Call, gx: Array, divisor: Array | None) -> None:
     plan = call.plan
     if not gx.size:
         return
-    summed = grad_sum_axes(plan.input_shape, plan.shape)
+    summed = plan.input_broadcast_axes
     kept = tuple(axis for axis in range(len(plan.shape)) if axis not in summed)
     if plan.reduction == "none":
         divisor_strides = (0,) * len(plan.shape)

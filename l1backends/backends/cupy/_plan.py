@@ -37,7 +37,6 @@ __all__ = [
     "Operand",
     "elementwise_launch",
     "full_strides",
-    "grad_sum_axes",
     "reduction_launch",
     "scale_flags",
 ]
@@ -159,14 +158,6 @@ def c_strides(shape: Sequence[int]) -> tuple[int, ...]:
         strides.append(step)
         step *= n
     return tuple(reversed(strides))
-
-
-def grad_sum_axes(input_shape: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
-    """Axes of the full shape along which the input was broadcast (its gradient sums them)."""
-    lead = len(shape) - len(input_shape)
-    return tuple(range(lead)) + tuple(
-        lead + axis for axis, n in enumerate(input_shape) if n == 1 and shape[lead + axis] != 1
-    )
 
 
 def _collapse(

@@ -597,10 +597,7 @@ def _flat_result(array: np.ndarray) -> np.ndarray:
 
 def _sum_back(plan: Plan, gradient: np.ndarray) -> np.ndarray:
     """Sum a full-shape float64 gradient back to the input's shape, rounding once."""
-    lead = len(plan.shape) - len(plan.input_shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + ax for ax, n in enumerate(plan.input_shape) if n == 1 and plan.shape[lead + ax] != 1
-    )
+    axes = plan.input_broadcast_axes
     kept = tuple(ax for ax in range(len(plan.shape)) if ax not in axes)
     count = math.prod(plan.shape[ax] for ax in axes)
 

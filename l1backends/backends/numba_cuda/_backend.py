@@ -415,12 +415,7 @@ class NumbaCudaBackend(FusedPassBackend):
     def _sum_back(call: _Call, full_grad: Any, grad: Any) -> None:
         """Sum the full-shape float64 gradient over the axes the input was broadcast along."""
         plan = call.plan
-        lead = len(plan.shape) - len(plan.input_shape)
-        summed = tuple(range(lead)) + tuple(
-            lead + ax
-            for ax, n in enumerate(plan.input_shape)
-            if n == 1 and plan.shape[lead + ax] != 1
-        )
+        summed = plan.input_broadcast_axes
         kept = tuple(ax for ax in range(len(plan.shape)) if ax not in summed)
         parts = 2 if plan.is_complex else 1
         real = np.dtype(plan.result_dtype)
