@@ -5,10 +5,6 @@ Array-API backend; see :func:`backends`.  Importing this package imports no arra
 library beyond what it needs to define itself: backends load on first use.
 """
 
-# The subpackage ``l1backends.backends`` is imported first so that the function
-# ``backends`` below, not the subpackage, is what ``l1backends.backends`` names: a
-# package's attribute is set to its subpackage only when that is first imported.
-from . import backends as _backends_subpackage  # noqa: F401
 from .api import (
     BACKEND_ENV_VAR,
     L1Loss,

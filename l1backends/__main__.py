@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "example":
         return example()
     if arguments.command == "warmup":
-        from l1backends.backends.numba_cpu import warm_up
+        from l1backends._backends.numba_cpu import warm_up
 
         start = time.perf_counter()
         calls = warm_up()

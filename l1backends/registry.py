@@ -56,7 +56,7 @@ def load_object(reference: str) -> Any:
     Parameters
     ----------
     reference : str
-        A lazy reference such as ``"l1backends.backends.array_api:backend"``.
+        A lazy reference such as ``"l1backends._backends.array_api:backend"``.
 
     Returns
     -------
@@ -631,16 +631,16 @@ _ALL_ULPS_06 = {"float16": 0.6, "float32": 0.6, "float64": 2.0, "complex64": 0.6
 _BUILTIN = (
     BackendSpec(
         name="numba-cpu",
-        implementation="l1backends.backends.numba_cpu:backend",
-        probe="l1backends.backends.numba_cpu:probe",
+        implementation="l1backends._backends.numba_cpu:backend",
+        probe="l1backends._backends.numba_cpu:probe",
         array_types=("numpy:ndarray",),
         capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
         test_adapters=("l1backends.conformance.adapters:NUMPY",),
     ),
     BackendSpec(
         name="numba-cuda",
-        implementation="l1backends.backends.numba_cuda:backend",
-        probe="l1backends.backends.numba_cuda:probe",
+        implementation="l1backends._backends.numba_cuda:backend",
+        probe="l1backends._backends.numba_cuda:probe",
         array_types=(
             "numba.cuda.cudadrv.devicearray:DeviceNDArray",
             "numba.cuda.simulator.cudadrv.devicearray:FakeCUDAArray",
@@ -651,23 +651,23 @@ _BUILTIN = (
     ),
     BackendSpec(
         name="cupy",
-        implementation="l1backends.backends.cupy:backend",
-        probe="l1backends.backends.cupy:probe",
+        implementation="l1backends._backends.cupy:backend",
+        probe="l1backends._backends.cupy:probe",
         array_types=("cupy:ndarray",),
         capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
         test_adapters=("l1backends.conformance.adapters:CUPY",),
     ),
     BackendSpec(
         name="dask",
-        implementation="l1backends.backends.dask:backend",
-        probe="l1backends.backends.dask:probe",
+        implementation="l1backends._backends.dask:backend",
+        probe="l1backends._backends.dask:probe",
         array_types=("dask.array.core:Array",),
         capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
         test_adapters=("l1backends.conformance.adapters:DASK",),
     ),
     BackendSpec(
         name="array-api",
-        implementation="l1backends.backends.array_api:backend",
+        implementation="l1backends._backends.array_api:backend",
         generic=True,
         capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
         test_adapters=(

@@ -46,7 +46,7 @@ def floor(module: str) -> int:
         return 1
     if module == "l1backends.registry":
         return 2
-    if module.startswith("l1backends.backends"):
+    if module.startswith("l1backends._backends"):
         return 3
     return 4
 
@@ -78,7 +78,7 @@ def test_each_floor_imports_only_from_floors_below() -> None:
 
 def backend_of(module: str) -> str | None:
     parts = module.split(".")
-    if len(parts) < 3 or parts[1] != "backends" or parts[2].startswith("_"):
+    if len(parts) < 3 or parts[1] != "_backends" or parts[2].startswith("_"):
         return None
     return parts[2]
 
@@ -101,7 +101,7 @@ def test_backends_do_not_import_each_other_or_the_api() -> None:
 
 def test_registry_names_backends_lazily() -> None:
     registry_imports = imported_modules(PACKAGE / "registry.py")
-    assert not any(m.startswith("l1backends.backends") for m in registry_imports)
+    assert not any(m.startswith("l1backends._backends") for m in registry_imports)
 
 
 def test_ruff_is_clean() -> None:

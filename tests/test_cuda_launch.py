@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from l1backends.backends import _cuda_launch as launch
 
 

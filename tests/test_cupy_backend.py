@@ -18,10 +18,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from l1backends.backends import _cuda_launch as launch_config
-from l1backends.backends.cupy import _plan, _source, probe
-from l1backends.backends.cupy._plan import (
+
+from l1backends._backends.cupy import _plan, _source, probe
+from l1backends._backends.cupy._plan import (
     GEOMETRY_DTYPE,
     Operand,
     elementwise_launch,
@@ -29,7 +29,7 @@ from l1backends.backends.cupy._plan import (
     reduction_launch,
     scale_flags,
 )
-from l1backends.backends.cupy._source import (
+from l1backends._backends.cupy._source import (
     FLAG_DIVISOR_ARRAY,
     FLAG_G_ARRAY,
     FLAG_MEAN,
@@ -67,7 +67,7 @@ def test_probe_without_cupy_gives_the_import_error(monkeypatch: pytest.MonkeyPat
 
 def test_importing_l1backends_and_the_backend_package_imports_no_cupy() -> None:
     code = (
-        "import sys, l1backends; from l1backends.backends.cupy import probe; "
+        "import sys, l1backends; from l1backends._backends.cupy import probe; "
         "assert callable(probe); print('cupy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -139,7 +139,7 @@ class _DeviceArrayStub:
 
 def test_misaligned_or_fractionally_strided_operands_are_copied_before_typed_loads() -> None:
     pytest.importorskip("cupy", reason="CuPy is not installed")
-    from l1backends.backends.cupy._backend import _operand
+    from l1backends._backends.cupy._backend import _operand
 
     aligned = _DeviceArrayStub((4,), (16,), 16, 4096)
     array, operand = _operand(aligned, (4,))

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from l1backends.backends.cupy._source import COMPILE_OPTIONS, SOURCE, TAGS, name_expressions
+from l1backends._backends.cupy._source import COMPILE_OPTIONS, SOURCE, TAGS, name_expressions
 
 nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-python (cuda-bindings) is absent")
 

@@ -15,9 +15,10 @@ import pytest
 
 pytest.importorskip("numba", reason="numba is not installed")
 
-import l1backends as l1
 from l1backends.backends import numba_cpu
-from l1backends.backends.numba_cpu import _kernels as kern
+
+import l1backends as l1
+from l1backends._backends.numba_cpu import _kernels as kern
 
 BACKEND = "numba-cpu"
 ULPS = {"float16": 0.6, "float32": 0.6, "float64": 2.0}

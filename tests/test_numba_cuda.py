@@ -195,7 +195,7 @@ def test_integer_inputs_are_promoted() -> None:
 
 
 def test_partials_are_unrounded_double_words() -> None:
-    from l1backends.backends.numba_cuda import backend
+    from l1backends._backends.numba_cuda import backend
     from l1backends.semantics import make_plan
 
     x = np.array([1.0, 2.0**-60, 3.0])

@@ -31,7 +31,7 @@ _SCRIPT = textwrap.dedent(
     # typed; with no driver, answer with the capability being compiled for.
     cc = tuple(json.loads(sys.argv[1]))
     dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
-    from l1backends.backends.numba_cuda import _kernels as k
+    from l1backends._backends.numba_cuda import _kernels as k
 
     i64, f64 = t.int64, t.float64
     T4 = t.UniTuple(i64, 4)

@@ -86,7 +86,7 @@ def run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    from ..backends.numba_cuda import probe
+    from .._backends.numba_cuda import probe
 
     reason = probe()
     if reason is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.array_api import ArrayAPIBackend
+from .._backends.array_api import ArrayAPIBackend
 from ..semantics import Plan, make_plan
 
 __all__ = [

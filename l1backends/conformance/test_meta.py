@@ -117,7 +117,7 @@ def test_faulty_backend_fails_the_suite(fault: str) -> None:
 def test_correct_backend_passes_the_same_harness() -> None:
     """The control: the generic backend under a temporary name passes every faulted property."""
     name = "conformance-meta-control"
-    with registered(name, "l1backends.backends.array_api:backend", _EXACT) as target:
+    with registered(name, "l1backends._backends.array_api:backend", _EXACT) as target:
         for prop in ("loss", "grad", "ties", "convexity", "finite_differences", "loss_and_grad"):
             run_property(target, prop, "float32", max_examples=_EXAMPLES, shrink=False)
 
