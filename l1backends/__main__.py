@@ -66,9 +66,10 @@ def info() -> int:
     """Print the registry: backends, the types they serve, availability, versions."""
     print(f"l1backends {l1.__version__} on Python {platform.python_version()} ({sys.platform})")
     print("libraries: " + ", ".join(f"{lib} {_version(lib) or '-'}" for lib in _LIBRARIES))
-    print(
-        f"default backend ({l1.BACKEND_ENV_VAR}): {l1.api._DEFAULT_BACKEND or 'dispatch by type'}"
-    )
+    default, problem = l1.default_backend()
+    print(f"default backend ({l1.BACKEND_ENV_VAR}): {default or 'dispatch by type'}")
+    if problem:
+        print(f"  WARNING: {problem}")
     print()
     for row in l1.backends():
         status = "available" if row.available else "unavailable"

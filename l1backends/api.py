@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from ._typing import Array
 from .registry import BackendInfo, BackendSpec, array_family, registry, type_name
 from .semantics import REDUCTIONS, Plan, dtype_name, legacy_reduction, make_plan
 
@@ -16,6 +20,7 @@ __all__ = [
     "BACKEND_ENV_VAR",
     "L1Loss",
     "backends",
+    "default_backend",
     "l1_loss",
     "l1_loss_and_grad",
     "l1_loss_grad",
@@ -24,14 +29,97 @@ __all__ = [
     "use_backend",
 ]
 
-Array = Any
-
 BACKEND_ENV_VAR = "L1BACKENDS_BACKEND"
-# Read once at import: a process-wide default for ``backend=``.
-_DEFAULT_BACKEND = os.environ.get(BACKEND_ENV_VAR) or None
-_forced_backend: ContextVar[str | None] = ContextVar("l1backends_backend", default=None)
+_UNSET = object()
+_forced_backend: ContextVar[Any] = ContextVar("l1backends_backend", default=_UNSET)
 _dispatch_logger = logging.getLogger("l1backends.dispatch")
 _CALL_CACHE_SIZE = 4096
+
+
+def _environment_default() -> tuple[str | None, str | None]:
+    """The backend ``L1BACKENDS_BACKEND`` names, and why it is ignored when it names none."""
+    value = os.environ.get(BACKEND_ENV_VAR) or None
+    if value is None:
+        return None, None
+    try:
+        registry.spec(value)
+    except Exception as error:  # an unknown name, or plugins that fail to load
+        problem = f"{BACKEND_ENV_VAR}={value!r} is ignored: {error}"
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
+        return None, problem
+    return value, None
+
+
+# Read once at import: a process-wide default for ``backend=``.
+_DEFAULT_BACKEND, _DEFAULT_PROBLEM = _environment_default()
+
+
+def default_backend() -> tuple[str | None, str | None]:
+    """The process-wide default backend set by ``L1BACKENDS_BACKEND``, read at import.
+
+    Returns
+    -------
+    tuple of (str or None, str or None)
+        The backend name (None: dispatch by type) and, when the variable was set to a
+        name no backend has, the warning that said it is ignored.
+    """
+    return _DEFAULT_BACKEND, _DEFAULT_PROBLEM
+
+
+class _CallCache:
+    """The API's cache of whole call signatures, valid for one registry version."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[Any, ...], tuple[Any, Plan]] = {}
+        self.version = -1
+
+    def get(self, key: tuple[Any, ...]) -> tuple[Any, Plan] | None:
+        if self.version != registry.version:
+            self.entries.clear()
+            self.version = registry.version
+        return self.entries.get(key)
+
+    def put(self, key: tuple[Any, ...], value: tuple[Any, Plan]) -> None:
+        if len(self.entries) >= _CALL_CACHE_SIZE:
+            self.entries.clear()
+        self.entries[key] = value
+
+
+_call_cache = _CallCache()
+_ndarray: type | None = None  # numpy.ndarray, once numpy is imported
+
+
+def _plain_ndarray() -> type | None:
+    global _ndarray
+    if _ndarray is None:
+        numpy = sys.modules.get("numpy")
+        _ndarray = None if numpy is None else numpy.ndarray
+    return _ndarray
+
+
+def _admit(array: Any, role: str) -> Any:
+    """An argument as backends see it: NumPy subclasses as plain arrays, masked ones refused.
+
+    Runs on every call, before any cache, so that a subclass can never take the path
+    that a plain array of the same shape took.
+    """
+    ndarray = _plain_ndarray()
+    if ndarray is None or type(array) is ndarray or not isinstance(array, ndarray):
+        return array
+    numpy = sys.modules["numpy"]
+    if isinstance(array, numpy.ma.MaskedArray):
+        raise TypeError(
+            f"{role} is a masked array ({type_name(type(array))}); l1backends does not apply "
+            f"masks: pass {role}.filled(value) to fill masked entries, or {role}.compressed() "
+            "(with the target compressed alike) to drop them"
+        )
+    # matrix, memmap and other subclasses: their data, read in place as a plain ndarray.
+    return array.view(ndarray)
+
+
+def _device_key(array: Any) -> Any:
+    """What identifies an array's device in the call cache (raises for tracers and the like)."""
+    return array.device
 
 
 def _shape(array: Array, role: str) -> tuple[int, ...]:
@@ -57,22 +145,52 @@ def _family(cls: type) -> str:
         return _families.setdefault(cls, array_family(cls))
 
 
-def _grad_output_meta(
-    grad_output: Array | float | None, input: Array
-) -> tuple[tuple[int, ...] | None, str | None]:
-    """Shape and dtype name of ``grad_output`` (``()`` and None for a Python number)."""
+def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] | None, str | None]:
+    """``grad_output`` as backends take it, with its shape and dtype name.
+
+    Python numbers, NumPy scalars and 0-d NumPy arrays become Python numbers (shape
+    ``()``, dtype None) for inputs of any library; arrays of the inputs' library are
+    passed on.  A Python integer beyond float64's range rounds to ±inf, as the
+    conversion to the result dtype would.
+    """
     if grad_output is None:
-        return None, None
-    if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):
-        return (), None
+        return None, None, None
+    numpy = sys.modules.get("numpy")
+    if (
+        numpy is not None
+        and isinstance(grad_output, (numpy.generic, numpy.ndarray))
+        and numpy.ndim(grad_output) == 0
+        and _family(type(input)) != "numpy"
+    ):
+        grad_output = _number(grad_output, numpy)
+    if isinstance(grad_output, (bool, complex)):
+        raise TypeError(f"grad_output must be a real number or an array, got {grad_output!r}")
+    if isinstance(grad_output, int):
+        try:
+            grad_output = float(grad_output) if abs(grad_output) >= 2**53 else grad_output
+        except OverflowError:
+            grad_output = math.copysign(math.inf, grad_output)
+        return grad_output, (), None
+    if isinstance(grad_output, float):
+        return grad_output, (), None
     if not hasattr(grad_output, "shape") or not hasattr(grad_output, "dtype"):
         raise TypeError(f"grad_output must be a real number or an array, got {grad_output!r}")
     if _family(type(grad_output)) != _family(type(input)):
         raise TypeError(
             f"grad_output is a {type_name(type(grad_output))} but input is a "
-            f"{type_name(type(input))}; arrays from different libraries cannot be mixed"
+            f"{type_name(type(input))}; arrays from different libraries cannot be mixed "
+            "(a 0-d NumPy array or a number is accepted with any library)"
         )
-    return _shape(grad_output, "grad_output"), dtype_name(grad_output.dtype)
+    grad_output = _admit(grad_output, "grad_output")
+    return grad_output, _shape(grad_output, "grad_output"), dtype_name(grad_output.dtype)
+
+
+def _number(value: Any, numpy: Any) -> Any:
+    """A NumPy scalar or 0-d array as a Python number; bool and complex are refused."""
+    kind = numpy.asarray(value).dtype.kind
+    if kind not in "iuf":
+        raise TypeError(f"grad_output must be real, got {value!r} of dtype {value.dtype}")
+    return value.item()
 
 
 def _check_devices(arrays: tuple[Array, ...]) -> None:
@@ -92,6 +210,32 @@ def _check_devices(arrays: tuple[Array, ...]) -> None:
         )
 
 
+def _check_options(reduction: Any, broadcast: Any, axis: Any) -> Any:
+    """Refuse malformed options before they reach a cache; return ``axis`` made hashable."""
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction={reduction!r} is not valid; choose one of "
+            + ", ".join(repr(r) for r in REDUCTIONS)
+        )
+    if not isinstance(broadcast, bool):
+        raise TypeError(f"broadcast must be True or False, got {broadcast!r}")
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    try:
+        hash(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
+    return axis
+
+
+def _forced(backend: str | None) -> str | None:
+    """The backend a call must use: ``backend=``, else a ``use_backend`` block, else the default."""
+    if backend is not None:
+        return backend
+    forced = _forced_backend.get()
+    return _DEFAULT_BACKEND if forced is _UNSET else forced
+
+
 def _prepare(
     operation: str,
     input: Array,
@@ -102,10 +246,25 @@ def _prepare(
     broadcast: bool,
     backend: str | None,
     grad_output: Array | float | None,
-) -> tuple[Any, Plan]:
-    forced = backend if backend is not None else (_forced_backend.get() or _DEFAULT_BACKEND)
-    if weight is None and grad_output is None and forced is None:
-        # Hot path for small arrays: one lookup of the whole call signature.
+) -> tuple[Any, Plan, Array, Array, Array | None, Any]:
+    """Validate a call and choose its backend.
+
+    Returns the implementation, the plan and the arguments as the backend takes them.
+    """
+    input = _admit(input, "input")
+    target = _admit(target, "target")
+    forced = _forced(backend)
+    key = None
+    if (
+        weight is None
+        and grad_output is None
+        and forced is None
+        and type(broadcast) is bool
+        and (axis is None or type(axis) is int)
+    ):
+        # Hot path for small arrays: one lookup of the whole call signature.  Arrays of a
+        # library with devices add their devices, so that a mixed call never hits.  (The
+        # option types are checked first: 1 == True and 0.0 == 0 would share keys.)
         try:
             key = (
                 type(input),
@@ -118,19 +277,23 @@ def _prepare(
                 axis,
                 broadcast,
             )
-            hit = registry.call_cache.get(key)
-        except (AttributeError, TypeError):  # not arrays, or an unhashable axis: slow path
+            if type(input) is not _ndarray:
+                key += (_device_key(input), _device_key(target))
+            hit = _call_cache.get(key)
+        except Exception:  # not arrays, an unhashable option, a tracer: the full path
             key, hit = None, None
         if hit is not None:
+            implementation, plan = hit
             if _dispatch_logger.isEnabledFor(logging.DEBUG):
-                registry.select((input, target), None, operation)  # logs the decision
-            return hit
-    else:
-        key = None
+                registry.select((input, target), None, operation, plan)  # logs the decision
+            return implementation, plan, input, target, None, None
 
+    if weight is not None:
+        weight = _admit(weight, "weight")
     arrays = (input, target) if weight is None else (input, target, weight)
-    implementation = registry.select(arrays, forced, operation)
-    grad_output_shape, grad_output_dtype = _grad_output_meta(grad_output, input)
+    registry.decision(tuple(map(type, arrays)))  # non-arrays and mixed libraries raise here
+    axis = _check_options(reduction, broadcast, axis)
+    grad_output, grad_output_shape, grad_output_dtype = _grad_output(grad_output, input)
     if _family(type(input)) != "numpy":
         _check_devices(arrays if grad_output_dtype is None else (*arrays, grad_output))
 
@@ -142,16 +305,15 @@ def _prepare(
         reduction,
         None if weight is None else _shape(weight, "weight"),
         None if weight is None else dtype_name(weight.dtype),
-        tuple(axis) if isinstance(axis, list) else axis,
-        bool(broadcast),
+        axis,
+        broadcast,
         grad_output_shape,
         grad_output_dtype,
     )
+    implementation = registry.select(arrays, forced, operation, plan)
     if key is not None and registry.static_choice(arrays) is implementation:
-        if len(registry.call_cache) >= _CALL_CACHE_SIZE:
-            registry.call_cache.clear()
-        registry.call_cache[key] = (implementation, plan)
-    return implementation, plan
+        _call_cache.put(key, (implementation, plan))
+    return implementation, plan, input, target, weight, grad_output
 
 
 def l1_loss(
@@ -190,7 +352,7 @@ def l1_loss(
         The loss, in the inputs' namespace and on their device, of the real
         result dtype: 0-d for "mean"/"sum" without ``axis``.
     """
-    implementation, plan = _prepare(
+    implementation, plan, input, target, weight, _ = _prepare(
         "l1_loss", input, target, reduction, weight, axis, broadcast, backend, None
     )
     return implementation.loss(plan, input, target, weight)
@@ -228,7 +390,7 @@ def l1_loss_grad(
     array
         The gradient, of the input's shape and the promoted dtype.
     """
-    implementation, plan = _prepare(
+    implementation, plan, input, target, weight, grad_output = _prepare(
         "l1_loss_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output
     )
     return implementation.grad(plan, input, target, weight, grad_output)
@@ -257,7 +419,7 @@ def l1_loss_and_grad(
     tuple of array
         ``(l1_loss(...), l1_loss_grad(...))``.
     """
-    implementation, plan = _prepare(
+    implementation, plan, input, target, weight, grad_output = _prepare(
         "l1_loss_and_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output
     )
     return implementation.loss_and_grad(plan, input, target, weight, grad_output)
@@ -376,10 +538,12 @@ def unregister_backend(name: str) -> None:
 
 @contextmanager
 def use_backend(name: str | None) -> Iterator[None]:
-    """Force backend ``name`` for calls in this block (None restores type dispatch).
+    """Force backend ``name`` for calls in this block; None dispatches by type in it.
 
-    The choice lives in a ``ContextVar``, so it is local to the thread or
-    asyncio task that entered the block.
+    The choice lives in a ``ContextVar``, so it is local to the thread or asyncio
+    task that entered the block.  It beats ``L1BACKENDS_BACKEND``: ``use_backend(None)``
+    restores dispatch by type even where that variable sets a default; an explicit
+    ``backend=`` beats both.
 
     Parameters
     ----------

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._typing import Array
+
 __all__ = [
     "accumulate_dtype",
     "compensated_sum",
@@ -21,7 +23,6 @@ __all__ = [
     "two_sum",
 ]
 
-Array = Any
 # Veltkamp's splitting constants, 2**ceil(p/2) + 1, by precision.
 _SPLITTERS = {"float64": 134217729.0, "float32": 4097.0}
 

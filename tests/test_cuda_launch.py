@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from l1backends.backends import _cuda_launch as launch
+
+from l1backends._backends import _cuda_launch as launch
 
 
 @pytest.mark.parametrize("n", [0, 1, 255, 256 * 4, 256 * 4 + 1, 10**6, 2**28])

@@ -18,8 +18,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from l1backends.backends import _cuda_launch as launch_config
 
+from l1backends._backends import _cuda_launch as launch_config
 from l1backends._backends.cupy import _plan, _source, probe
 from l1backends._backends.cupy._plan import (
     GEOMETRY_DTYPE,

@@ -477,7 +477,7 @@ def test_partials_are_double_words():
 
 def test_numba_threads_per_task_shares_the_cores():
     numba = pytest.importorskip("numba")
-    from l1backends._backends.dask import numba_threads_per_task
+    from l1backends._backends.dask._blocks import numba_threads_per_task
 
     cores = numba.config.NUMBA_NUM_THREADS
     assert numba_threads_per_task(1) == cores

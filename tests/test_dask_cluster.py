@@ -21,7 +21,7 @@ dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
 
 import l1backends as l1  # noqa: E402
-from l1backends._backends.dask import numba_threads_per_task  # noqa: E402
+from l1backends._backends.dask._blocks import numba_threads_per_task  # noqa: E402
 from l1backends.registry import registry  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_chunks_run_on_the_workers_with_their_numba_thread_share(client):
     def share() -> tuple[int, int, int, str]:
         import numba
 
-        from l1backends._backends.dask import numba_threads_per_task
+        from l1backends._backends.dask._blocks import numba_threads_per_task
         from l1backends.registry import registry
 
         chosen = registry.select((np.ones(1), np.ones(1)), None, "test").name

@@ -15,9 +15,8 @@ import pytest
 
 pytest.importorskip("numba", reason="numba is not installed")
 
-from l1backends.backends import numba_cpu
-
 import l1backends as l1
+from l1backends._backends import numba_cpu
 from l1backends._backends.numba_cpu import _kernels as kern
 
 BACKEND = "numba-cpu"

@@ -6,13 +6,10 @@ the gradient or both; this base class maps the protocol's three methods onto it.
 
 from __future__ import annotations
 
-from typing import Any
-
+from .._typing import Array
 from ..semantics import Plan
 
 __all__ = ["FusedPassBackend"]
-
-Array = Any
 
 
 class FusedPassBackend:

@@ -1,10 +1,11 @@
 """Array adapters: how the conformance suite builds and reads arrays of one library.
 
-A backend's :class:`~l1backends.registry.BackendSpec` names the adapters that
-build arrays it serves in ``test_adapters`` (``"module:attribute"`` strings, such
-as ``"l1backends.conformance.adapters:NUMPY"``).  A plugin author whose backend
-serves a library not listed here writes an :class:`ArrayAdapter` subclass in
-their own package and points ``test_adapters`` at an instance of it.
+The suite feeds each built-in backend the adapters :data:`BUILTIN_ADAPTERS` lists;
+a plugin's :class:`~l1backends.registry.BackendSpec` names the adapters that build
+arrays it serves in ``test_adapters`` (``"module:attribute"`` strings).  A plugin
+author whose backend serves a library not listed here writes an
+:class:`ArrayAdapter` subclass in their own package and points ``test_adapters``
+at an instance of it.
 
 The adapter interface
 ---------------------
@@ -56,8 +57,11 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import Array
+
 __all__ = [
     "ARRAY_API_STRICT",
+    "BUILTIN_ADAPTERS",
     "CUPY",
     "DASK",
     "JAX",
@@ -69,7 +73,6 @@ __all__ = [
     "build",
 ]
 
-Array = Any
 
 #: Every layout the suite knows: C order, Fortran order, a transposed view (axes
 #: permuted), negative strides (every axis reversed), a sliced step (every
@@ -464,6 +467,17 @@ JAX = _Jax()
 NUMBA_CUDA = _NumbaCUDA()
 CUPY = _CuPy()
 DASK = _Dask()
+
+
+#: The adapters that feed each built-in backend; a plugin names its own in
+#: ``BackendSpec.test_adapters``.
+BUILTIN_ADAPTERS: dict[str, tuple[ArrayAdapter, ...]] = {
+    "numba-cpu": (NUMPY,),
+    "numba-cuda": (NUMBA_CUDA,),
+    "cupy": (CUPY,),
+    "dask": (DASK,),
+    "array-api": (NUMPY, ARRAY_API_STRICT, TORCH, JAX),
+}
 
 
 def build(adapter: ArrayAdapter, values: np.ndarray, layout: tuple[Any, ...]) -> Array:

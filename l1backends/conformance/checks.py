@@ -21,6 +21,7 @@ from hypothesis import Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
 from .. import api
+from .._typing import Array
 from ..registry import Capabilities
 from ..semantics import dtype_name, promote_dtypes
 from .adapters import ArrayAdapter
@@ -39,8 +40,6 @@ __all__ = [
     "run_property",
     "same_bits",
 ]
-
-Array = Any
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ properties against them and asserts that the suite FAILS them.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from .._backends.array_api import ArrayAPIBackend
+from .._typing import Array
 from ..semantics import Plan, make_plan
 
 __all__ = [
@@ -29,8 +29,6 @@ __all__ = [
     "TieGradientIsOne",
     "WrongLossDtype",
 ]
-
-Array = Any
 
 
 def _full(plan: Plan, array: Array, dtype: str) -> np.ndarray:

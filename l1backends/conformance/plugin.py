@@ -19,6 +19,7 @@ use_cuda_simulator_without_driver()
 
 from .. import api  # noqa: E402
 from ..registry import load_object  # noqa: E402
+from .adapters import BUILTIN_ADAPTERS  # noqa: E402
 from .checks import Target  # noqa: E402
 
 __all__ = ["pytest_addoption", "pytest_configure", "pytest_generate_tests"]
@@ -99,12 +100,13 @@ def _targets(config: pytest.Config) -> list[tuple[str, Target | None, str | None
         if not info.available:
             found.append((name, None, f"backend {name!r} is unavailable: {info.reason}"))
             continue
-        if not info.spec.test_adapters:
+        references: list[Any] = [*BUILTIN_ADAPTERS.get(name, ()), *info.spec.test_adapters]
+        if not references:
             found.append((name, None, f"backend {name!r} names no test_adapters to check it"))
             continue
-        for reference in info.spec.test_adapters:
+        for reference in references:
             try:
-                adapter = load_object(reference)
+                adapter = load_object(reference) if isinstance(reference, str) else reference
                 reason = adapter.unavailable_reason()
             except Exception as error:  # the real error is the reason reported
                 adapter, reason = None, f"{type(error).__name__}: {error}"

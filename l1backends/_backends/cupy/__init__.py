@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["backend", "probe"]
+from ...registry import BackendSpec, Capabilities
+from .. import ROUNDED_ONCE_ULPS
+
+__all__ = ["SPEC", "backend", "probe"]
+
+SPEC = BackendSpec(
+    name="cupy",
+    implementation="l1backends._backends.cupy:backend",
+    probe="l1backends._backends.cupy:probe",
+    array_types=("cupy:ndarray",),
+    capabilities=Capabilities(ulps=ROUNDED_ONCE_ULPS, deterministic=True),
+)
 
 
 def probe() -> str | None:

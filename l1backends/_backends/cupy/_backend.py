@@ -16,6 +16,7 @@ from typing import Any
 import cupy
 import numpy as np
 
+from ..._typing import Array
 from ...semantics import Plan
 from .._cuda_launch import THREADS_PER_BLOCK
 from .._fused import FusedPassBackend
@@ -43,7 +44,6 @@ from ._source import (
 
 __all__ = ["CupyBackend", "backend"]
 
-Array = Any
 
 _modules: dict[str, cupy.RawModule] = {}
 _modules_lock = threading.Lock()

@@ -9,7 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["backend", "probe"]
+from ...registry import BackendSpec, Capabilities
+from .. import ROUNDED_ONCE_ULPS
+
+__all__ = ["SPEC", "backend", "probe"]
+
+SPEC = BackendSpec(
+    name="numba-cuda",
+    implementation="l1backends._backends.numba_cuda:backend",
+    probe="l1backends._backends.numba_cuda:probe",
+    array_types=(
+        "numba.cuda.cudadrv.devicearray:DeviceNDArray",
+        "numba.cuda.simulator.cudadrv.devicearray:FakeCUDAArray",
+    ),
+    protocols=("__cuda_array_interface__",),
+    capabilities=Capabilities(ulps=ROUNDED_ONCE_ULPS, deterministic=True),
+)
 
 
 def probe() -> str | None:

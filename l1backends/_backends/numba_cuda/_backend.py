@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from ..._typing import Array
 from ...semantics import Plan
 from .._cuda_launch import MAX_BLOCKS, THREADS_PER_BLOCK, WARP_SIZE, chunked_launch, flat_launch
 from .._fused import FusedPassBackend
@@ -26,7 +27,6 @@ from ._layout import Space, broadcast_strides, build_space, c_strides
 
 __all__ = ["NumbaCudaBackend", "backend"]
 
-Array = Any
 _KINDS = {"float64": k.KIND_F64, "float32": k.KIND_F32, "float16": k.KIND_F16}
 _VECTOR_DTYPES = ("float16", "float32", "float64")
 # The simulator runs every CUDA thread as a Python thread: small blocks keep it usable.

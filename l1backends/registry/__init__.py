@@ -8,6 +8,11 @@ then a protocol such as ``__cuda_array_interface__``, then the generic
 Array-API fallback), then by declared ``before``/``after`` preferences and
 ``priority``.  The ordering is cached per tuple of argument types.
 
+The built-in backends are registered exactly as plugins are: by references to the
+``BackendSpec`` each backend declares beside its implementation, loaded on first
+use.  Every change to the registry bumps :attr:`Registry.version`, which callers'
+caches compare against.
+
 Every dispatch decision is logged at DEBUG on the ``"l1backends.dispatch"`` logger.
 """
 
@@ -15,39 +20,60 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from .semantics import SUPPORTED_DTYPES
+from .._typing import Array
+from ..semantics import Plan
+from ._protocol import Backend, ChunkBackend, Partials
+from ._spec import (
+    EXACT,
+    GENERIC,
+    MATCH_NAMES,
+    PROTOCOL,
+    SUBCLASS,
+    BackendInfo,
+    BackendSpec,
+    Capabilities,
+    array_family,
+    type_name,
+)
 
 __all__ = [
+    "BUILTIN_SPECS",
     "EXACT",
     "GENERIC",
     "PLUGIN_GROUP",
     "PROTOCOL",
     "SUBCLASS",
+    "Backend",
     "BackendInfo",
     "BackendSpec",
     "Capabilities",
+    "ChunkBackend",
+    "Partials",
     "Registry",
+    "array_family",
+    "load_object",
     "registry",
+    "type_name",
 ]
 
 PLUGIN_GROUP = "l1backends.backends"
 logger = logging.getLogger("l1backends.dispatch")
 
-# Specificity of a match, highest first.
-EXACT, SUBCLASS, PROTOCOL, GENERIC = 3, 2, 1, 0
-_MATCH_NAMES = {EXACT: "exact type", SUBCLASS: "subclass", PROTOCOL: "protocol", GENERIC: "generic"}
-
-# Families of array types that can never be mixed in one call.  The first component of a
-# type's module names its library; aliases fold libraries that share one array type.
-_FAMILY_ALIASES = {"jaxlib": "jax", "numba_cuda": "numba"}
+#: The built-in backends, in registration order: each names the ``BackendSpec`` its backend
+#: declares beside its implementation, loaded on first use like a plugin's entry point.
+BUILTIN_SPECS = (
+    "l1backends._backends.numba_cpu:SPEC",
+    "l1backends._backends.numba_cuda:SPEC",
+    "l1backends._backends.cupy:SPEC",
+    "l1backends._backends.dask:SPEC",
+    "l1backends._backends.array_api:SPEC",
+)
 
 
 def load_object(reference: str) -> Any:
@@ -70,180 +96,23 @@ def load_object(reference: str) -> Any:
     return obj
 
 
-def _loaded_type(reference: str) -> type | None:
-    """Resolve ``"module:qualname"`` only if its module is already imported."""
-    module_name, _, qualname = reference.partition(":")
-    obj = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        if obj is None:
-            return None
-        obj = getattr(obj, part, None)
-    return obj if isinstance(obj, type) else None
+def _specs_of(loaded: Any) -> list[BackendSpec]:
+    """The specs an entry point names: a spec, an iterable of them, or a callable giving either."""
+    if callable(loaded) and not isinstance(loaded, BackendSpec):
+        loaded = loaded()
+    specs = [loaded] if isinstance(loaded, BackendSpec) else list(loaded)
+    for spec in specs:
+        if not isinstance(spec, BackendSpec):
+            raise TypeError(f"expected BackendSpec objects, got {spec!r}")
+    return specs
 
 
-def type_name(cls: type) -> str:
-    """Return ``"module:qualname"`` for a type."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def array_family(cls: type) -> str:
-    """Return the library an array type comes from ("numpy", "cupy", "torch", ...)."""
-    top = cls.__module__.partition(".")[0]
-    return _FAMILY_ALIASES.get(top, top)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend declares it delivers; the conformance suite checks exactly this.
-
-    Attributes
-    ----------
-    dtypes : tuple of str
-        Supported input dtypes (integers are promoted and always accepted).
-    ulps : Mapping of str to float
-        Per-dtype accuracy bound in units in the last place of the result dtype,
-        for loss values and gradients alike.
-    deterministic : bool
-        Whether the same call always returns the same bits.
-    """
-
-    dtypes: tuple[str, ...] = SUPPORTED_DTYPES
-    ulps: Mapping[str, float] = field(
-        default_factory=lambda: MappingProxyType({name: 2.0 for name in SUPPORTED_DTYPES})
-    )
-    deterministic: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dtypes", tuple(self.dtypes))
-        object.__setattr__(self, "ulps", MappingProxyType(dict(self.ulps)))
-        missing = [name for name in self.dtypes if name not in self.ulps]
-        if missing:
-            raise ValueError(f"capabilities declare no ulp bound for {missing}")
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """How the registry knows a backend, without importing it.
-
-    Attributes
-    ----------
-    name : str
-        The backend's name, as used by ``backend=`` and ``use_backend``.
-    implementation : str
-        ``"module:attribute"`` of an object with ``loss``, ``grad`` and
-        ``loss_and_grad`` methods taking ``(plan, input, target, weight[, grad_output])``.
-    array_types : tuple of str
-        ``"module:qualname"`` of the array types served (matched exactly or by subclass).
-    protocols : tuple of str
-        Attribute names that an array may expose to be served (e.g.
-        ``"__cuda_array_interface__"``); checked on each argument.
-    generic : bool
-        Whether any Array-API array is served (the lowest specificity).
-    probe : str or None
-        ``"module:attribute"`` of a function returning None when the backend is
-        usable, else the reason it is not.  Called once, on first need.
-    capabilities : Capabilities
-        Declared dtypes, accuracy bounds and determinism.
-    priority : int
-        Higher wins among candidates of equal specificity.
-    before, after : tuple of str
-        Names of backends this one must be tried before (or after), whatever
-        their specificity; for plugins that declare their place relative to others.
-    test_adapters : tuple of str
-        ``"module:attribute"`` of conformance-suite array adapters that build
-        arrays this backend serves.
-    """
-
-    name: str
-    implementation: str
-    array_types: tuple[str, ...] = ()
-    protocols: tuple[str, ...] = ()
-    generic: bool = False
-    probe: str | None = None
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    priority: int = 0
-    before: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    test_adapters: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for attribute in ("array_types", "protocols", "before", "after", "test_adapters"):
-            value = getattr(self, attribute)
-            if isinstance(value, str):
-                value = (value,)
-            object.__setattr__(self, attribute, tuple(value))
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a backend needs a non-empty name, got {self.name!r}")
-        if ":" not in self.implementation:
-            raise ValueError(
-                f"backend {self.name!r}: implementation must be 'module:attribute', "
-                f"got {self.implementation!r}"
-            )
-
-    def match(self, cls: type) -> tuple[int, int] | None:
-        """How specifically this backend serves arrays of type ``cls``, or None.
-
-        Returns
-        -------
-        tuple of int or None
-            ``(level, closeness)``: the level is :data:`EXACT`, :data:`SUBCLASS`,
-            :data:`PROTOCOL` or :data:`GENERIC`; among subclass matches, a nearer
-            base class ranks higher (closeness ``-k`` for the k-th base in the MRO).
-        """
-        for reference in self.array_types:
-            resolved = _loaded_type(reference)
-            if resolved is cls or (resolved is None and reference == type_name(cls)):
-                return EXACT, 0
-        best = None
-        for reference in self.array_types:
-            resolved = _loaded_type(reference)
-            for distance, base in enumerate(cls.__mro__[1:], start=1):
-                if base is resolved or (resolved is None and reference == type_name(base)):
-                    best = distance if best is None else min(best, distance)
-                    break
-        if best is not None:
-            return SUBCLASS, -best
-        if any(hasattr(cls, attribute) for attribute in self.protocols):
-            return PROTOCOL, 0
-        if self.generic and _is_array_api_type(cls):
-            return GENERIC, 0
+def declined(implementation: Any, plan: Plan | None) -> str | None:
+    """Why ``implementation`` declines ``plan`` (its ``can_run``), or None when it serves it."""
+    can_run = getattr(implementation, "can_run", None)
+    if plan is None or can_run is None:
         return None
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """One row of :func:`l1backends.backends`.
-
-    Attributes
-    ----------
-    name : str
-        The backend's name.
-    array_types : tuple of str
-        The array types it serves (``"module:qualname"``; ``"*"`` for any Array-API array).
-    available : bool
-        Whether it can run here.
-    reason : str or None
-        Why it cannot, else None.
-    capabilities : Capabilities
-        What it declares.
-    spec : BackendSpec
-        The full registration.
-    """
-
-    name: str
-    array_types: tuple[str, ...]
-    available: bool
-    reason: str | None
-    capabilities: Capabilities
-    spec: BackendSpec
-
-
-def _is_array_api_type(cls: type) -> bool:
-    """Whether instances of ``cls`` are arrays of some Array-API namespace."""
-    if hasattr(cls, "__array_namespace__"):
-        return True
-    # Libraries whose arrays array-api-compat wraps although they lack __array_namespace__.
-    return array_family(cls) in {"numpy", "cupy", "torch", "jax", "dask", "ndonnx", "sparse"}
+    return can_run(plan)
 
 
 @dataclass(frozen=True)
@@ -266,21 +135,31 @@ class Registry:
     Parameters
     ----------
     specs : Iterable of BackendSpec
-        The built-in backends, in registration order.
+        Backends to register at once, in order.
+    builtins : Iterable of str
+        ``"module:attribute"`` references to specs (or callables returning them),
+        registered on first use before the plugins.
     """
 
-    def __init__(self, specs: Iterable[BackendSpec]) -> None:
+    def __init__(self, specs: Iterable[BackendSpec] = (), builtins: Iterable[str] = ()) -> None:
         self._specs: dict[str, BackendSpec] = {}
+        # Guards registration and the caches; never held while a probe or a plugin runs.
         self._lock = threading.RLock()
         self._cache: dict[tuple[type, ...], _Decision] = {}
-        # The API's cache of whole call signatures -> (implementation, plan); kept here so
-        # that every change to the registry invalidates it together with the decisions.
-        self.call_cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
         self._implementations: dict[str, Any] = {}
         self._unavailable: dict[str, str] = {}
-        self._plugins_loaded = False
+        self._probe_locks: dict[str, threading.Lock] = {}
+        self._builtins = tuple(builtins)
+        self._loaded = False
+        self._loading = threading.Lock()
+        self._version = 0
         for spec in specs:
             self._specs[spec.name] = spec
+
+    @property
+    def version(self) -> int:
+        """A counter bumped by every registration change: callers' caches compare it."""
+        return self._version
 
     # ----- registration -------------------------------------------------------------------
 
@@ -288,6 +167,11 @@ class Registry:
         """Add a backend; see :func:`l1backends.register_backend`."""
         if not isinstance(spec, BackendSpec):
             raise TypeError(f"register expects a BackendSpec, got {type(spec).__name__}")
+        self.load_plugins()
+        self._add(spec, replace)
+        return spec
+
+    def _add(self, spec: BackendSpec, replace: bool) -> None:
         with self._lock:
             if spec.name in self._specs and not replace:
                 raise ValueError(
@@ -295,10 +179,10 @@ class Registry:
                 )
             self._specs[spec.name] = spec
             self._forget(spec.name)
-        return spec
 
     def unregister(self, name: str) -> None:
         """Remove a backend by name."""
+        self.load_plugins()
         with self._lock:
             self._require(name)
             del self._specs[name]
@@ -306,38 +190,50 @@ class Registry:
 
     def _forget(self, name: str) -> None:
         self._cache.clear()
-        self.call_cache.clear()
         self._implementations.pop(name, None)
         self._unavailable.pop(name, None)
+        self._version += 1
 
     def load_plugins(self) -> None:
-        """Register the backends advertised in the ``l1backends.backends`` entry-point group.
+        """Register the built-in backends, then those of the ``l1backends.backends`` entry points.
 
         An entry point may name a :class:`BackendSpec`, an iterable of them, or a
-        callable returning either.  A plugin that fails is reported by a
-        ``RuntimeWarning`` naming it and is otherwise ignored.
+        callable returning either.  A plugin that fails to load is reported by a
+        ``RuntimeWarning`` naming it and is otherwise ignored; the others still load
+        (under ``-W error`` the first failure is raised once every plugin was tried).
         """
-        with self._lock:
-            if self._plugins_loaded:
+        if self._loaded:
+            return
+        with self._loading:
+            if self._loaded:
                 return
-            self._plugins_loaded = True
+            for reference in self._builtins:
+                for spec in _specs_of(load_object(reference)):
+                    self._add(spec, replace=False)
+            failures = []
             from importlib.metadata import entry_points
 
             for entry_point in entry_points(group=PLUGIN_GROUP):
                 try:
-                    loaded = entry_point.load()
-                    if callable(loaded) and not isinstance(loaded, BackendSpec):
-                        loaded = loaded()
-                    specs = [loaded] if isinstance(loaded, BackendSpec) else list(loaded)
-                    for spec in specs:
-                        self.register(spec, replace=False)
+                    for spec in _specs_of(entry_point.load()):
+                        self._add(spec, replace=False)
                 except Exception as error:  # a plugin must never break l1backends
-                    warnings.warn(
+                    failures.append(
                         f"l1backends plugin {entry_point.name!r} ({entry_point.value}) failed "
-                        f"to load and is ignored: {type(error).__name__}: {error}",
-                        RuntimeWarning,
-                        stacklevel=2,
+                        f"to load and is ignored: {type(error).__name__}: {error}"
                     )
+            self._loaded = True
+        raised: list[Warning] = []
+        for message in failures:
+            try:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            except Warning as error:  # warnings turned into errors: report each, then raise
+                raised.append(error)
+        if raised:
+            first = raised[0]
+            for other in raised[1:]:
+                first.add_note(str(other))
+            raise first
 
     # ----- introspection ------------------------------------------------------------------
 
@@ -399,10 +295,13 @@ class Registry:
             return self._implementations[name]
         except KeyError:
             pass
+        spec = self.spec(name)
         with self._lock:
+            probe_lock = self._probe_locks.setdefault(name, threading.Lock())
+        # Only callers that need this very backend wait for its probe (a slow driver, say).
+        with probe_lock:
             if name in self._implementations:
                 return self._implementations[name]
-            spec = self.spec(name)
             implementation = None
             try:
                 reason = load_object(spec.probe)() if spec.probe else None
@@ -410,14 +309,23 @@ class Registry:
                     implementation = load_object(spec.implementation)
             except Exception as error:  # the real error is the reason shown to users
                 reason = f"{type(error).__name__}: {error}"
-            if reason is not None:
-                self._unavailable[name] = str(reason)
-            self._implementations[name] = implementation
+            with self._lock:
+                if self._specs.get(name) is not spec:
+                    return implementation  # re-registered meanwhile: do not cache
+                if reason is not None:
+                    self._unavailable[name] = str(reason)
+                self._implementations[name] = implementation
             return implementation
 
     # ----- dispatch -----------------------------------------------------------------------
 
-    def select(self, arrays: tuple[Any, ...], forced: str | None, operation: str) -> Any:
+    def select(
+        self,
+        arrays: tuple[Array, ...],
+        forced: str | None,
+        operation: str,
+        plan: Plan | None = None,
+    ) -> Any:
         """Pick the implementation for these arrays.
 
         Parameters
@@ -428,6 +336,8 @@ class Registry:
             A backend name that must be used, or None to dispatch by type.
         operation : str
             The public function's name, for the log.
+        plan : Plan, optional
+            The call's plan: a backend whose ``can_run`` declines it is skipped.
 
         Returns
         -------
@@ -443,19 +353,28 @@ class Registry:
             For an unknown forced backend name.
         """
         types = tuple(map(type, arrays))
-        decision = self._cache.get(types)
-        if decision is None:
-            decision = self._decide(types)
+        decision = self.decision(types)
         if forced is None and decision.fast is not None:
-            if logger.isEnabledFor(logging.DEBUG):
-                skipped = {
-                    name: f"unavailable: {reason}" for name, reason in self._unavailable.items()
-                }
-                self._log(operation, types, decision.fast[0], decision.candidates, skipped)
-            return decision.fast[1]
-        return self._select_slow(arrays, types, decision, forced, operation)
+            name, implementation = decision.fast
+            if declined(implementation, plan) is None:
+                if logger.isEnabledFor(logging.DEBUG):
+                    skipped = {n: f"unavailable: {why}" for n, why in self._unavailable.items()}
+                    self._log(operation, types, name, decision.candidates, skipped)
+                return implementation
+        return self._select_slow(arrays, types, decision, forced, operation, plan)
 
-    def static_choice(self, arrays: tuple[Any, ...]) -> Any | None:
+    def decision(self, types: tuple[type, ...]) -> _Decision:
+        """The ordered candidates for these argument types (cached).
+
+        Raises
+        ------
+        TypeError
+            For non-arrays or arrays of different libraries.
+        """
+        decision = self._cache.get(types)
+        return self._decide(types) if decision is None else decision
+
+    def static_choice(self, arrays: tuple[Array, ...]) -> Any | None:
         """The implementation chosen by type alone, or None when instances must be inspected.
 
         Dispatch to a protocol match (``__cuda_array_interface__``) depends on each
@@ -466,11 +385,12 @@ class Registry:
 
     def _select_slow(
         self,
-        arrays: tuple[Any, ...],
+        arrays: tuple[Array, ...],
         types: tuple[type, ...],
         decision: _Decision,
         forced: str | None,
         operation: str,
+        plan: Plan | None,
     ) -> Any:
         described = ", ".join(type_name(t) for t in types)
         if forced is not None:
@@ -479,11 +399,8 @@ class Registry:
             reason = None
             if candidate is None:
                 reason = f"it does not serve {described}"
-            elif candidate.specificity == PROTOCOL:
-                reason = self._protocol_missing(candidate.spec, arrays)
-            if reason is None:
-                reason = self.unavailable_reason(forced)
-                reason = None if reason is None else f"it is unavailable: {reason}"
+            else:
+                reason = self._why_not(candidate, arrays, plan)
             if reason is not None:
                 served = ", ".join(spec.array_types + spec.protocols) or "Array-API arrays"
                 raise TypeError(
@@ -496,13 +413,7 @@ class Registry:
         skipped: dict[str, str] = {}
         for candidate in decision.candidates:
             name = candidate.spec.name
-            reason = None
-            if candidate.specificity == PROTOCOL:
-                reason = self._protocol_missing(candidate.spec, arrays)
-            if reason is None:
-                reason = self.unavailable_reason(name)
-                if reason is not None:
-                    reason = f"unavailable: {reason}"
+            reason = self._why_not(candidate, arrays, plan)
             if reason is not None:
                 skipped[name] = reason
                 continue
@@ -514,8 +425,22 @@ class Registry:
             f"no available backend can take ({described})" + (f"; {details}" if details else "")
         )
 
+    def _why_not(
+        self, candidate: _Candidate, arrays: tuple[Array, ...], plan: Plan | None
+    ) -> str | None:
+        """Why ``candidate`` cannot take this call, or None when it can."""
+        if candidate.specificity == PROTOCOL:
+            reason = self._protocol_missing(candidate.spec, arrays)
+            if reason is not None:
+                return reason
+        reason = self.unavailable_reason(candidate.spec.name)
+        if reason is not None:
+            return f"it is unavailable: {reason}"
+        reason = declined(self.implementation(candidate.spec.name), plan)
+        return None if reason is None else f"it declines this call: {reason}"
+
     @staticmethod
-    def _protocol_missing(spec: BackendSpec, arrays: tuple[Any, ...]) -> str | None:
+    def _protocol_missing(spec: BackendSpec, arrays: tuple[Array, ...]) -> str | None:
         for array in arrays:
             if not any(hasattr(array, attribute) for attribute in spec.protocols):
                 return f"{type_name(type(array))} does not expose {' or '.join(spec.protocols)}"
@@ -523,13 +448,14 @@ class Registry:
 
     def _decide(self, types: tuple[type, ...]) -> _Decision:
         self.load_plugins()
+        specs = list(self._specs.values())
         for cls in types:
-            if not any(spec.match(cls) is not None for spec in self._specs.values()):
+            if not any(spec.match(cls) is not None for spec in specs):
                 raise TypeError(
                     f"expected arrays, got {cls.__name__} ({type_name(cls)}); convert it "
                     "first, for example with np.asarray(...)"
                 )
-        families = {}
+        families: dict[str, type] = {}
         for cls in types:
             families.setdefault(array_family(cls), cls)
         if len(families) > 1:
@@ -540,11 +466,11 @@ class Registry:
                 "convert them to one library first"
             )
         matched = []
-        for index, spec in enumerate(self._specs.values()):
+        for index, spec in enumerate(specs):
             ranks = [spec.match(cls) for cls in types]
             if any(rank is None for rank in ranks):
                 continue
-            level, closeness = min(ranks)  # a backend is as specific as its weakest match
+            level, closeness = min(r for r in ranks if r is not None)  # the weakest match
             matched.append(((-level, -closeness, -spec.priority, index), _Candidate(spec, level)))
         matched.sort(key=lambda item: item[0])
         ordered = _apply_preferences([candidate for _, candidate in matched])
@@ -559,7 +485,8 @@ class Registry:
                 decision.fast = (candidate.spec.name, implementation)
                 break
         with self._lock:
-            self._cache[types] = decision
+            if all(self._specs.get(s.name) is s for s in specs):
+                self._cache[types] = decision
         return decision
 
     @staticmethod
@@ -571,7 +498,7 @@ class Registry:
         skipped: dict[str, str],
     ) -> None:
         described = ", ".join(type_name(t) for t in types)
-        why = next(_MATCH_NAMES[c.specificity] for c in candidates if c.spec.name == chosen)
+        why = next(MATCH_NAMES[c.specificity] for c in candidates if c.spec.name == chosen)
         others = []
         passed = True
         for candidate in candidates:
@@ -583,7 +510,7 @@ class Registry:
                 others.append(f"{name!r} skipped ({skipped[name]})")
             elif not passed:
                 others.append(
-                    f"{name!r} not tried ({_MATCH_NAMES[candidate.specificity]} match ranks lower)"
+                    f"{name!r} not tried ({MATCH_NAMES[candidate.specificity]} match ranks lower)"
                 )
         logger.debug(
             "%s: ran %r for (%s): %s match%s",
@@ -598,9 +525,9 @@ class Registry:
         """Forget cached dispatch decisions and loaded implementations (for tests)."""
         with self._lock:
             self._cache.clear()
-            self.call_cache.clear()
             self._implementations.clear()
             self._unavailable.clear()
+            self._version += 1
 
 
 def _apply_preferences(candidates: list[_Candidate]) -> list[_Candidate]:
@@ -626,57 +553,4 @@ def _apply_preferences(candidates: list[_Candidate]) -> list[_Candidate]:
     return ordered
 
 
-_ALL_ULPS_06 = {"float16": 0.6, "float32": 0.6, "float64": 2.0, "complex64": 0.6, "complex128": 2.0}
-
-_BUILTIN = (
-    BackendSpec(
-        name="numba-cpu",
-        implementation="l1backends._backends.numba_cpu:backend",
-        probe="l1backends._backends.numba_cpu:probe",
-        array_types=("numpy:ndarray",),
-        capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
-        test_adapters=("l1backends.conformance.adapters:NUMPY",),
-    ),
-    BackendSpec(
-        name="numba-cuda",
-        implementation="l1backends._backends.numba_cuda:backend",
-        probe="l1backends._backends.numba_cuda:probe",
-        array_types=(
-            "numba.cuda.cudadrv.devicearray:DeviceNDArray",
-            "numba.cuda.simulator.cudadrv.devicearray:FakeCUDAArray",
-        ),
-        protocols=("__cuda_array_interface__",),
-        capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
-        test_adapters=("l1backends.conformance.adapters:NUMBA_CUDA",),
-    ),
-    BackendSpec(
-        name="cupy",
-        implementation="l1backends._backends.cupy:backend",
-        probe="l1backends._backends.cupy:probe",
-        array_types=("cupy:ndarray",),
-        capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
-        test_adapters=("l1backends.conformance.adapters:CUPY",),
-    ),
-    BackendSpec(
-        name="dask",
-        implementation="l1backends._backends.dask:backend",
-        probe="l1backends._backends.dask:probe",
-        array_types=("dask.array.core:Array",),
-        capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
-        test_adapters=("l1backends.conformance.adapters:DASK",),
-    ),
-    BackendSpec(
-        name="array-api",
-        implementation="l1backends._backends.array_api:backend",
-        generic=True,
-        capabilities=Capabilities(ulps=_ALL_ULPS_06, deterministic=True),
-        test_adapters=(
-            "l1backends.conformance.adapters:NUMPY",
-            "l1backends.conformance.adapters:ARRAY_API_STRICT",
-            "l1backends.conformance.adapters:TORCH",
-            "l1backends.conformance.adapters:JAX",
-        ),
-    ),
-)
-
-registry = Registry(_BUILTIN)
+registry = Registry(builtins=BUILTIN_SPECS)

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..numerics import accumulate_dtype, compensated_sum, dd_divide, dd_value, two_sum
-from ..semantics import Plan
+from ..._typing import Array
+from ...numerics import accumulate_dtype, compensated_sum, dd_divide, dd_value, two_sum
+from ...semantics import Plan
 
 __all__ = ["ArrayAPIBackend", "backend"]
-
-Array = Any
 
 
 class _Call:
