@@ -12,6 +12,7 @@ import math
 import warnings
 from contextlib import suppress
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "INTEGER_DTYPES",
     "REDUCTIONS",
     "SUPPORTED_DTYPES",
+    "Finish",
+    "GradScale",
     "Plan",
     "broadcast_shapes",
     "dtype_name",
@@ -49,6 +52,28 @@ _REAL_OF = {
 }
 _COMPLEX_OF = {"float16": "complex64", "float32": "complex64", "float64": "complex128"}
 _FLOAT_RANK = {"float16": 0, "float32": 1, "float64": 2}
+
+
+class Finish(IntEnum):
+    """How a loss is finished from its sums: the one place this decision is made.
+
+    Kernels receive these integer codes (the CUDA C++ source gets them generated from
+    this enum), so every backend finishes a reduction the same way.
+    """
+
+    NONE = 0  #: "none": elementwise ``w·|d|``, nothing is summed
+    SUM = 1  #: "sum": the sum, rounded once
+    MEAN_BY_COUNT = 2  #: unweighted "mean": the sum divided by the count
+    MEAN_BY_WEIGHT = 3  #: weighted "mean": Σ w·|d| divided by Σ w
+
+
+class GradScale(IntEnum):
+    """What the subgradient ``sign(d)`` is scaled by, besides ``grad_output`` and the weight."""
+
+    PLAIN = 0  #: "none" and "sum": ``grad_output · w``
+    BY_COUNT = 1  #: unweighted "mean": ``grad_output / count``
+    BY_WEIGHT_SUM = 2  #: weighted "mean": ``grad_output · w / Σw`` (Σw needed before the pass)
+
 
 # Keyed by (type, dtype) so that dtypes of different libraries are never compared
 # with each other (array-api-strict warns when compared with NumPy dtypes).
@@ -277,6 +302,8 @@ class Plan:
         The dtype sums are carried in (float64; compensated for float64 results).
     grad_output_shape : tuple of int or None
         Shape of the given ``grad_output`` (``()`` for a scalar), None for the default.
+    finish : Finish
+        How the loss is finished from its sums (derived from reduction and weight).
     """
 
     reduction: str
@@ -291,11 +318,36 @@ class Plan:
     result_dtype: str
     accumulate_dtype: str
     grad_output_shape: tuple[int, ...] | None
+    finish: Finish
 
     @property
     def weighted(self) -> bool:
         """Whether a weight was given."""
         return self.weight_shape is not None
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether the loss is elementwise ("none"): nothing is summed."""
+        return self.finish is Finish.NONE
+
+    @property
+    def grad_scale(self) -> GradScale:
+        """What the gradient's ``sign(d)`` is scaled by, besides ``grad_output`` and the weight."""
+        if self.finish is Finish.MEAN_BY_COUNT:
+            return GradScale.BY_COUNT
+        if self.finish is Finish.MEAN_BY_WEIGHT:
+            return GradScale.BY_WEIGHT_SUM
+        return GradScale.PLAIN
+
+    @property
+    def needs_weight_sum(self) -> bool:
+        """Whether the gradient needs Σw over the reduced axes before its pass (weighted mean)."""
+        return self.grad_scale is GradScale.BY_WEIGHT_SUM
+
+    @property
+    def grad_output_is_array(self) -> bool:
+        """Whether ``grad_output`` is an array of the loss's shape (not a scalar or absent)."""
+        return self.grad_output_shape not in (None, ())
 
     @property
     def is_complex(self) -> bool:
@@ -310,7 +362,7 @@ class Plan:
     @property
     def keepdims_shape(self) -> tuple[int, ...]:
         """``out_shape`` with the reduced axes kept as size 1, to broadcast against ``shape``."""
-        if self.reduction == "none":
+        if self.elementwise:
             return self.shape
         return tuple(1 if ax in self.reduced_axes else n for ax, n in enumerate(self.shape))
 
@@ -457,4 +509,15 @@ def make_plan(
         result_dtype=result_dtype,
         accumulate_dtype=ACCUMULATE_DTYPE,
         grad_output_shape=grad_output_shape,
+        finish=_FINISH[reduction, weight_shape is not None],
     )
+
+
+_FINISH = {
+    ("none", False): Finish.NONE,
+    ("none", True): Finish.NONE,
+    ("sum", False): Finish.SUM,
+    ("sum", True): Finish.SUM,
+    ("mean", False): Finish.MEAN_BY_COUNT,
+    ("mean", True): Finish.MEAN_BY_WEIGHT,
+}
