@@ -17,7 +17,7 @@ pytest.importorskip("numba", reason="numba is not installed")
 
 import l1backends as l1
 from l1backends._backends import numba_cpu
-from l1backends._backends.numba_cpu import _kernels as kern
+from l1backends._backends.numba_cpu import _scalars as scalars
 
 BACKEND = "numba-cpu"
 ULPS = {"float16": 0.6, "float32": 0.6, "float64": 2.0}
@@ -231,7 +231,7 @@ def test_partials():
 
 def test_half_conversions_exhaustive():
     bits = np.arange(1 << 16, dtype=np.uint16)
-    decoded = np.array([kern.half_to_f64(b) for b in bits[::7]])
+    decoded = np.array([scalars.half_to_f64(b) for b in bits[::7]])
     expected = bits[::7].view(np.float16).astype(np.float64)
     np.testing.assert_array_equal(decoded, expected)
     values = np.concatenate(
@@ -240,8 +240,10 @@ def test_half_conversions_exhaustive():
             [65519.99, 65520.0, np.inf, -0.0],
         ]
     )
-    encoded = np.array([kern.f64_to_half(v) for v in values], dtype=np.uint16)
-    np.testing.assert_array_equal(encoded, values.astype(np.float16).view(np.uint16))
+    encoded = np.array([scalars.f64_to_half(v) for v in values], dtype=np.uint16)
+    with np.errstate(over="ignore"):  # NumPy's own cast warns on the values that overflow
+        expected = values.astype(np.float16)
+    np.testing.assert_array_equal(encoded, expected.view(np.uint16))
 
 
 DETERMINISM = textwrap.dedent(

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .._backends.array_api import ArrayAPIBackend
+from .._backends.array_api._backend import ArrayAPIBackend
 from .._typing import Array
 from ..semantics import Plan, make_plan
 

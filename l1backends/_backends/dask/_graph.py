@@ -122,6 +122,12 @@ def _align(array: da.Array, shape: tuple[int, ...], chunks: tuple[tuple[int, ...
 
 def _operands(plan: Plan, input: da.Array, target: da.Array, weight: da.Array | None) -> _Operands:
     arrays = [input, target] if weight is None else [input, target, weight]
+    for role, array in zip(("input", "target", "weight"), arrays, strict=False):
+        if isinstance(array._meta, np.ma.MaskedArray):
+            raise TypeError(
+                f"{role} is a dask array of masked chunks; l1backends does not apply masks: "
+                f"fill them first ({role}.map_blocks(np.ma.filled, value))"
+            )
     chunks = _loss_chunks(plan.shape, arrays)
     return _Operands(
         plan=plan,

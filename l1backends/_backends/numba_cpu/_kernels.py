@@ -1,809 +1,576 @@
-"""numba kernels of the numba-CPU backend.
+"""numba kernels of the numba-CPU backend: one general strided kernel, and flat fast paths.
 
-Every kernel makes one pass over its operands.  The work is cut into a number of
-tasks that depends on the problem size alone (``outputs x chunks``); each task
-sums its elements in ``LANES`` independent compensated lanes (TwoSum), so the
-inner loop vectorizes without ``fastmath`` reassociation, and the task partials
-are combined in a fixed order.  The bits of every result are therefore the same
-for any number of threads.
+**The general kernel** serves every layout, dtype and reduction.  Each operand
+travels as one *record* ``(data, base, strides, mode)``: its bytes (a 1-D uint8
+view from its lowest address), the byte offset of its first element, its byte
+strides along the dimensions of the iteration space, and its mode (see
+:mod:`._scalars`), or None when absent.  The space is ``shape`` (the kept
+dimensions, one output row per multi-index, then the reduced ones, merged by
+:mod:`.._iteration`).  Work is cut into tasks that depend on the sizes alone:
+blocks of whole rows when rows are many, else each row split into chunks whose
+partial double words are combined in a fixed order; results are therefore the
+same bits for any number of threads, and no temporary is larger than the output
+or O(chunks).
 
-Operands are flat 1-D views of the arrays' memory, addressed by element offsets
-and strides, so no layout is ever copied.  How a stored value becomes a float64
-is chosen at compile time by the *type* of a "mode" token passed beside it:
+What the kernel sums is a runtime setting: the loss terms ``w·|d|`` (and ``w``),
+the gradient terms (to sum a broadcast input's gradient back), or the weight
+alone (``Σw`` before a weighted mean's gradient).
 
-==============  ===========================================================
-token type      conversion of the stored value
-==============  ===========================================================
-``float64``     exact widening (float32, float64, or integers to float64)
-``float32``     round to float32 first (integers, weights cast to float32)
-``uint16``      the value holds float16 bits: decode them exactly
-``int16``       round to float16 first (integers or weights cast to float16)
-==============  ===========================================================
+**The flat kernels** serve contiguous, same-dtype float32 or float64 operands
+without weights: a vectorized loop over ``LANES`` independent lanes writing
+"none" outputs and gradients and summing the loss.  They are the only kernels
+specialized by dtype, where the benchmark shows they pay.
 
-Optional operands are passed as None; numba prunes the code that uses them.
+Both families run a range of tasks per call and release the GIL; the backend
+spreads the ranges over threads (:mod:`._threads`) and combines the partial
+results in a fixed order afterwards.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, types
+from numba.extending import overload
+
+from ...semantics import Finish, GradScale
+from ._cache import cached_kernel
+from ._scalars import (
+    JIT,
+    ROUND_F32,
+    ROUND_F64,
+    dd_add,
+    dd_divide,
+    load,
+    round_dd,
+    store,
+    two_product,
+    two_sum,
+)
+
+__all__ = [
+    "ACC_GRAD",
+    "ACC_LOSS",
+    "ACC_WEIGHT",
+    "COMPENSATE",
+    "COMPLEX",
+    "ELEMENT_SCALE",
+    "LANES",
+    "compiled_entry",
+    "flat_finish",
+    "flat_serial",
+    "flat_tasks",
+    "general_combine",
+    "general_tasks",
+]
 
 LANES = 64
-# Where partial results live: one row per task.
-_SUM, _SUM_LOW, _WSUM, _WSUM_LOW = 0, 1, 2, 3
-# How a reduction is finished: a plain (rounded) sum, divided by the count, or by Σw.
-FINISH_SUM, FINISH_COUNT, FINISH_WEIGHT = 0, 1, 2
 
-_jit = {"error_model": "numpy", "nogil": True}
-_TWO_1008 = 2.0**1008
-_U = np.uint64
+# Bits of the ``flags`` setting: what the general kernel sums and how.
+COMPENSATE = 1  #: TwoSum-compensated sums (float16 for exactness, float64 for accuracy)
+COMPLEX = 2  #: complex operands: the loss is the modulus
+ACC_LOSS = 4  #: sum w·|d| and w per row
+ACC_GRAD = 8  #: sum the gradient terms per row (a broadcast input's gradient)
+ACC_WEIGHT = 16  #: sum w per row only (x and y are not read)
+ELEMENT_SCALE = 32  #: the gradient's scale varies per element ("none", sums back)
 
-
-@intrinsic
-def _f64_from_bits(typingctx, bits):
-    if bits != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.uint64), codegen
+# Fields of a record, and of the general kernel's settings tuple.
+_DATA, _BASE, _STRIDES, _MODE = range(4)
+# Typed (not literal) constants, so that numba compiles each helper once, not per constant.
+_RE, _IM, _ZERO = np.int64(0), np.int64(1), np.int64(0)
+_TO_F32, _TO_F64 = np.int64(ROUND_F32), np.int64(ROUND_F64)
+_FINISH_COUNT, _FINISH_WEIGHT = Finish.MEAN_BY_COUNT, Finish.MEAN_BY_WEIGHT
+_PLAIN, _BY_COUNT, _BY_WEIGHT_SUM = GradScale.PLAIN, GradScale.BY_COUNT, GradScale.BY_WEIGHT_SUM
 
 
-@intrinsic
-def _bits_from_f64(typingctx, value):
-    if value != types.float64:
-        return None
+def compiled_entry(dispatcher: Any, args: tuple[Any, ...]) -> Any:
+    """The compiled overload of ``dispatcher`` for ``args``, callable without type dispatch.
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.uint64(types.float64), codegen
-
-
-@njit(**_jit)
-def half_to_f64(h):
-    """Decode float16 bits exactly (numba has no CPU float16 type)."""
-    bits = _U(h)
-    magnitude = bits & _U(0x7FFF)
-    shifted = (magnitude << _U(42)) | ((bits & _U(0x8000)) << _U(48))
-    # Shifting the exponent and mantissa into float64's place scales finite values by 2**-1008.
-    finite = _f64_from_bits(shifted) * _TWO_1008
-    special = _f64_from_bits(shifted | _U(0x7FF0000000000000))
-    return special if magnitude >= _U(0x7C00) else finite
-
-
-@njit(**_jit)
-def f64_to_half(value):
-    """Round a float64 to float16 bits, to nearest with ties to even."""
-    bits = _bits_from_f64(value)
-    sign = (bits >> _U(48)) & _U(0x8000)
-    magnitude = abs(value)
-    exponent = max(np.int64((bits >> _U(52)) & _U(0x7FF)) - 1023, -14)
-    # Scaling by a power of two is exact; rint then rounds to the float16 spacing.
-    scale = _f64_from_bits(_U(1033 - exponent) << _U(52))
-    quantum = np.rint(magnitude * scale)
-    encoded = _U((exponent + 14) << 10) + _U(np.int64(quantum) if magnitude < 65520.0 else 0)
-    if magnitude != magnitude:
-        encoded = _U(0x7E00)
-    elif magnitude >= 65520.0:
-        encoded = _U(0x7C00)
-    return np.uint16(sign | encoded)
-
-
-def widen(value, mode):
-    """Convert a stored value to float64 as its mode token says (compile-time dispatch)."""
-
-
-@overload(widen, jit_options=_jit)
-def _widen_impl(value, mode):
-    if mode == types.float64:
-        return lambda value, mode: np.float64(value)
-    if mode == types.float32:
-        return lambda value, mode: np.float64(np.float32(value))
-    if mode == types.uint16:
-        return lambda value, mode: half_to_f64(value)
-    if mode == types.int16:
-        return lambda value, mode: half_to_f64(f64_to_half(np.float64(value)))
-    return None
-
-
-def store(array, index, value):
-    """Round a float64 into ``array[index]`` (float16 arrays are viewed as uint16)."""
-
-
-@overload(store, jit_options=_jit)
-def _store_impl(array, index, value):
-    if array.dtype == types.float64:
-
-        def impl(array, index, value):
-            array[index] = value
-
-        return impl
-    if array.dtype == types.float32:
-
-        def impl(array, index, value):
-            array[index] = np.float32(value)
-
-        return impl
-    if array.dtype == types.uint16:
-
-        def impl(array, index, value):
-            array[index] = f64_to_half(value)
-
-        return impl
-    return None
-
-
-@njit(**_jit)
-def two_sum(a, b):
-    """Knuth's TwoSum: s + e == a + b exactly."""
-    s = a + b
-    virtual = s - a
-    return s, (a - (s - virtual)) + (b - virtual)
-
-
-@njit(**_jit)
-def dd_add(high, low, other_high, other_low):
-    """Add two double words (the rounding error of the high words is kept)."""
-    s, e = two_sum(high, other_high)
-    return s, low + (e + other_low)
-
-
-@njit(**_jit)
-def _two_product(a, b):
-    splitter = 134217729.0
-    product = a * b
-    scaled = splitter * a
-    a_high = scaled - (scaled - a)
-    a_low = a - a_high
-    scaled = splitter * b
-    b_high = scaled - (scaled - b)
-    b_low = b - b_high
-    error = ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low
-    return product, error
-
-
-@njit(**_jit)
-def dd_value(high, low):
-    """Round a double word once; a non-finite high word stands alone."""
-    return high + low if math.isfinite(high) else high
-
-
-@njit(**_jit)
-def dd_divide(high, low, divisor_high, divisor_low):
-    """Double-word division, rounded once (as ``l1backends.numerics.dd_divide``)."""
-    quotient = high / divisor_high
-    product, product_error = _two_product(quotient, divisor_high)
-    remainder = (((high - product) - product_error) + low) - quotient * divisor_low
-    correction = remainder / divisor_high
-    return quotient + correction if math.isfinite(correction) else quotient
-
-
-@njit(**_jit)
-def finish(high, low, weight_high, weight_low, how, count):
-    """Turn one output's double-word sums into the float64 loss value."""
-    if how == FINISH_SUM:
-        return dd_value(high, low)
-    if how == FINISH_COUNT:
-        return dd_divide(high, low, np.float64(count), 0.0)
-    return dd_divide(high, low, weight_high, weight_low)
-
-
-# The operands travel as separate arguments, not a tuple: numba prunes the code of an
-# optional operand only when the argument itself is typed None.
-
-
-@njit(**_jit)
-def _at(offset):
-    # Unsigned indices spare numba's negative-index wraparound, which blocks vectorization;
-    # every offset is non-negative because flat views start at the lowest address.
-    return np.uint64(offset)
-
-
-@njit(**_jit)
-def _element(
-    i,
-    x,
-    ox,
-    sx,
-    xm,
-    xim,
-    y,
-    oy,
-    sy,
-    ym,
-    yim,
-    w,
-    ow,
-    sw,
-    wm,
-    g,
-    og,
-    sg,
-    gm,
-    out,
-    oo,
-    so,
-    gr,
-    orr,
-    sr,
-    sc,
-    accumulate,
-):
-    """Process element ``i`` of a segment: write requested outputs, return its loss term.
-
-    Returns ``(term_high, term_low, weight)``: w·|d| as a double word, and w (0 when
-    unweighted, so that the weight lanes fold away).
+    numba keeps each compiled overload's entry point in ``dispatcher.overloads``; this
+    is the one place that reaches into it, and it falls back to the dispatcher itself
+    when that internal changes.
     """
-    xr = widen(x[_at(ox + i * sx)], xm)
-    if y is None:  # weight-only pass: x holds the weight, whose sum is wanted
-        return xr, 0.0, 0.0
-    wv = 1.0
-    if w is not None:
-        wv = widen(w[_at(ow + i * sw)], wm)
-    yr = widen(y[_at(oy + i * sy)], ym)
-    if xim is None and yim is None:
-        dh, dl = two_sum(xr, -yr)
-        mag = abs(dh)
-        mag_low = dl if dh >= 0.0 else -dl
-        di = 0.0
-    else:
-        xi = 0.0
-        yi = 0.0
-        if xim is not None:
-            xi = widen(x[_at(ox + i * sx + 1)], xm)
-        if yim is not None:
-            yi = widen(y[_at(oy + i * sy + 1)], ym)
-        dh = xr - yr
-        di = xi - yi
-        mag = math.hypot(dh, di)
-        mag_low = 0.0
-    if out is not None:
-        store(out, _at(oo + i * so), mag * wv)
-    if gr is not None:
-        scale = sc * wv
-        if g is not None:
-            scale = scale * widen(g[_at(og + i * sg)], gm)
-        if xim is None and yim is None:
-            sign = 1.0 if dh > 0.0 else (-1.0 if dh < 0.0 else 0.0)
-            if dh != dh:
-                sign = dh
-            store(gr, _at(orr + i * sr), sign * scale)
-        else:
-            safe = mag if mag != 0.0 else 1.0
-            unit_re = dh / safe
-            unit_im = di / safe
-            if not math.isfinite(dh) or not math.isfinite(di):
-                unit_re = math.nan
-                unit_im = math.nan
-            store(gr, _at(orr + i * sr), unit_re * scale)
-            store(gr, _at(orr + i * sr + 1), unit_im * scale)
-    if accumulate is None:
+    try:
+        signature = tuple(map(dispatcher.typeof_pyval, args))
+        return dispatcher.overloads[signature].entry_point
+    except (AttributeError, KeyError, TypeError):
+        return dispatcher
+
+
+# ----- the general kernel -------------------------------------------------------------------
+
+
+# numba prunes a branch on ``record is None`` only where the record is a function's own
+# argument, so every optional operand is touched through one of these helpers.
+
+
+@njit(**JIT)
+def _load_or(record, offset, part, default):
+    if record is None:
+        return default
+    return load(record[_DATA], offset, record[_MODE], part)
+
+
+@njit(**JIT)
+def _write_if(record, offset, high, low):
+    if record is None:
+        return
+    store(record[_DATA], offset, record[_MODE], high, low)
+
+
+@njit(**JIT)
+def _sign_times(difference, scale):
+    """sign(difference) · scale: 0 at a tie, NaN where the difference is NaN."""
+    if difference > 0.0:
+        return scale
+    if difference < 0.0:
+        return -scale
+    if difference == 0.0:
+        return 0.0 * scale
+    return difference
+
+
+@njit(**JIT)
+def _scale(s, sw, offsets, settings, weight_sum):
+    """``grad_output / divisor`` at these offsets as a double word; (0, 0) without a gradient.
+
+    The divisor is 1, the count, or Σw: ``weight_sum`` when the caller summed the row,
+    else the precomputed words of ``sw``.
+    """
+    if s is None:
+        return 0.0, 0.0
+    g = load(s[_DATA], offsets[3], s[_MODE], _RE)
+    kind = settings[7]
+    if kind == _PLAIN:
+        return g, 0.0
+    if kind == _BY_COUNT:
+        return dd_divide(g, 0.0, np.float64(settings[2]), 0.0)
+    high = _load_or(sw, offsets[4], _RE, weight_sum[0])
+    low = _load_or(sw, offsets[4], _IM, weight_sum[1])
+    # Σw was summed from weights scaled by w_scale (an exact power of two) if it overflowed.
+    return dd_divide(g, 0.0, high, low)
+
+
+@njit(**JIT)
+def _gradient(s, scale, difference, magnitude, wv, flags):
+    """The gradient term ``(re, re_low, im)`` of one element: 0s when no gradient is wanted.
+
+    Real: ``sign(d) · scale · w`` with the product kept as a double word; complex:
+    ``d / |d| · scale · w``, NaN in both parts where the difference is not finite.
+    """
+    if s is None:
         return 0.0, 0.0, 0.0
+    high, error = two_product(scale[0], wv)
+    error += scale[1] * wv
+    if flags & COMPLEX:
+        re, im = difference
+        if not (math.isfinite(re) and math.isfinite(im)):
+            return math.nan, 0.0, math.nan
+        unit = magnitude if magnitude != 0.0 else 1.0
+        return re / unit * high, 0.0, im / unit * high
+    re = difference[0]
+    return _sign_times(re, high), _sign_times(re, error), 0.0
+
+
+@njit(**JIT)
+def _weight(w, offset, w_scale):
     if w is None:
-        return mag, mag_low, 0.0
-    return mag * wv, mag_low * wv, wv
+        return 1.0
+    return load(w[_DATA], offset, w[_MODE], _RE) * w_scale
 
 
-def add_term(lanes, row, j, high, low, accumulate):
-    """Add the term (high, low) to lane ``j`` of rows ``row`` and ``row + 1`` of ``lanes``."""
+@njit(**JIT)
+def _element(reads, writes, offsets, settings, row_scale):
+    """One element: write the requested outputs and return the terms to sum.
 
-
-@overload(add_term, jit_options=_jit)
-def _add_term_impl(lanes, row, j, high, low, accumulate):
-    if accumulate == types.float64:  # float64 data: compensated (TwoSum) lanes
-
-        def impl(lanes, row, j, high, low, accumulate):
-            s, e = two_sum(lanes[row, j], high)
-            lanes[row, j] = s
-            lanes[row + 1, j] += e + low
-
-        return impl
-    if accumulate == types.float32:
-        # float16/float32 data: a float64 lane holds each difference exactly and sums
-        # ~1e4 terms per lane, far below a float32 ulp, at half the work.
-        def impl(lanes, row, j, high, low, accumulate):
-            lanes[row, j] += high
-
-        return impl
-    return None
-
-
-@njit(**_jit)
-def _step(
-    lanes,
-    j,
-    i,
-    x,
-    ox,
-    sx,
-    xm,
-    xim,
-    y,
-    oy,
-    sy,
-    ym,
-    yim,
-    w,
-    ow,
-    sw,
-    wm,
-    g,
-    og,
-    sg,
-    gm,
-    out,
-    oo,
-    so,
-    gr,
-    orr,
-    sr,
-    sc,
-    accumulate,
-):
-    th, tl, wv = _element(
-        i,
-        x,
-        ox,
-        sx,
-        xm,
-        xim,
-        y,
-        oy,
-        sy,
-        ym,
-        yim,
-        w,
-        ow,
-        sw,
-        wm,
-        g,
-        og,
-        sg,
-        gm,
-        out,
-        oo,
-        so,
-        gr,
-        orr,
-        sr,
-        sc,
-        accumulate,
-    )
-    if accumulate is not None:
-        add_term(lanes, _SUM, j, th, tl, accumulate)
-        if w is not None:
-            add_term(lanes, _WSUM, j, wv, 0.0, accumulate)
-
-
-@njit(**_jit)
-def segment(
-    m,
-    lanes,
-    x,
-    ox,
-    sx,
-    xm,
-    xim,
-    y,
-    oy,
-    sy,
-    ym,
-    yim,
-    w,
-    ow,
-    sw,
-    wm,
-    g,
-    og,
-    sg,
-    gm,
-    out,
-    oo,
-    so,
-    gr,
-    orr,
-    sr,
-    sc,
-    accumulate,
-):
-    """Process ``m`` elements, element ``i`` into lane ``i % LANES`` of ``lanes``.
-
-    ``lanes`` (shape ``(4, LANES)``) holds the running compensated sums of the loss
-    term and the weight.  numba does not run LLVM's SLP vectorizer, so the lanes live
-    in memory and the loop over them is a plain map that the loop vectorizer takes.
+    Returns ``(a_high, a_low, b_high, b_low)``: the loss term ``w·|d|`` and the
+    weight ``w`` (loss sums), the gradient's real and imaginary parts (gradient
+    sums), or the weight alone.  ``row_scale`` is the gradient's scale of the row,
+    unless it varies per element (``ELEMENT_SCALE``).
     """
-    unit = sx == 1 and sy == 1 and so == 1 and sr == 1
-    for base in range(0, m, LANES):
-        k = min(LANES, m - base)
-        # The unit-stride copy has its strides as constants: contiguous vector loads.
-        if unit:
-            for j in range(k):
-                _step(
-                    lanes,
-                    j,
-                    base + j,
-                    x,
-                    ox,
-                    1,
-                    xm,
-                    xim,
-                    y,
-                    oy,
-                    1,
-                    ym,
-                    yim,
-                    w,
-                    ow,
-                    sw,
-                    wm,
-                    g,
-                    og,
-                    sg,
-                    gm,
-                    out,
-                    oo,
-                    1,
-                    gr,
-                    orr,
-                    1,
-                    sc,
-                    accumulate,
-                )
-        else:
-            for j in range(k):
-                _step(
-                    lanes,
-                    j,
-                    base + j,
-                    x,
-                    ox,
-                    sx,
-                    xm,
-                    xim,
-                    y,
-                    oy,
-                    sy,
-                    ym,
-                    yim,
-                    w,
-                    ow,
-                    sw,
-                    wm,
-                    g,
-                    og,
-                    sg,
-                    gm,
-                    out,
-                    oo,
-                    so,
-                    gr,
-                    orr,
-                    sr,
-                    sc,
-                    accumulate,
-                )
+    x, y, w, s, sw = reads
+    flags, x_scale = settings[0], settings[3]
+    wv = _weight(w, offsets[2], settings[4])
+    if flags & ACC_WEIGHT:
+        return 0.0, 0.0, wv, 0.0
+    xr = _load_or(x, offsets[0], _RE, 0.0) * x_scale
+    yr = _load_or(y, offsets[1], _RE, 0.0) * x_scale
+    if flags & COMPLEX:
+        re = xr - yr
+        im = (_load_or(x, offsets[0], _IM, 0.0) - _load_or(y, offsets[1], _IM, 0.0)) * x_scale
+        high, low = math.hypot(re, im), 0.0
+    else:
+        re, error = two_sum(xr, -yr)
+        high, low, im = abs(re), (error if re >= 0.0 else -error), 0.0
+    term_high, term_low = high, low
+    if wv != 1.0:
+        term_high, product_error = two_product(high, wv)
+        term_low = product_error + low * wv
+    _write_if(writes[0], offsets[5], term_high, term_low)
+    scale = row_scale
+    if flags & ELEMENT_SCALE:
+        scale = _scale(s, sw, offsets, settings, (0.0, 0.0))
+    grad_re, grad_low, grad_im = _gradient(s, scale, (re, im), high, wv, flags)
+    _write_if(writes[1], offsets[6], grad_re, grad_low)
+    if flags & COMPLEX:
+        _write_if(writes[1], offsets[6] + settings[6], grad_im, 0.0)
+    if flags & ACC_GRAD:
+        return grad_re, grad_low, grad_im, 0.0
+    return term_high, term_low, wv, 0.0
 
 
-@njit(**_jit)
-def merge_lanes(lanes):
-    """Sum the lanes in a fixed order; returns (sum_high, sum_low, wsum_high, wsum_low)."""
-    s = c = ws = wc = 0.0
-    for j in range(LANES):
-        s, c = dd_add(s, c, lanes[_SUM, j], lanes[_SUM_LOW, j])
-        ws, wc = dd_add(ws, wc, lanes[_WSUM, j], lanes[_WSUM_LOW, j])
-    return s, c, ws, wc
+@njit(**JIT)
+def _add(acc, terms, compensate):
+    """Add the terms (a_high, a_low, b_high, b_low) to the accumulator, compensated or not."""
+    if compensate:
+        a_high, a_low = dd_add(acc[0], acc[1], terms[0], terms[1])
+        b_high, b_low = dd_add(acc[2], acc[3], terms[2], terms[3])
+        return a_high, a_low, b_high, b_low
+    return acc[0] + terms[0], acc[1] + terms[1], acc[2] + terms[2], acc[3] + terms[3]
 
 
-@njit(**_jit)
-def _flat_task(t, chunk, x, xm, y, ym, w, wm, out, gr, sc, accumulate, partial):
-    start = t * chunk
-    stop = min(start + chunk, x.size)
-    lanes = np.zeros((4, LANES))
-    segment(
-        stop - start,
-        lanes,
-        x,
-        start,
-        1,
-        xm,
-        None,
-        y,
-        start,
-        1,
-        ym,
-        None,
-        w,
-        start,
-        1,
-        wm,
-        None,
-        0,
-        0,
-        xm,
-        out,
-        start,
-        1,
-        gr,
-        start,
-        1,
-        sc,
-        accumulate,
+@njit(**JIT)
+def _step(record, dim, index):
+    if record is None:
+        return _ZERO
+    return index * record[_STRIDES][dim]
+
+
+@njit(**JIT)
+def _moved(offsets, reads, writes, dim, index):
+    """``offsets`` moved ``index`` steps along dimension ``dim`` for every operand."""
+    x, y, w, s, sw = reads
+    out, gr, row_out = writes
+    return (
+        offsets[0] + _step(x, dim, index),
+        offsets[1] + _step(y, dim, index),
+        offsets[2] + _step(w, dim, index),
+        offsets[3] + _step(s, dim, index),
+        offsets[4] + _step(sw, dim, index),
+        offsets[5] + _step(out, dim, index),
+        offsets[6] + _step(gr, dim, index),
+        offsets[7] + _step(row_out, dim, index),
     )
-    if accumulate is not None:
-        partial[t, _SUM], partial[t, _SUM_LOW], partial[t, _WSUM], partial[t, _WSUM_LOW] = (
-            merge_lanes(lanes)
-        )
 
 
-@njit(**_jit)
-def _combine(partial, first, stop):
-    s = c = ws = wc = 0.0
-    for t in range(first, stop):
-        s, c = dd_add(s, c, partial[t, _SUM], partial[t, _SUM_LOW])
-        ws, wc = dd_add(ws, wc, partial[t, _WSUM], partial[t, _WSUM_LOW])
-    return s, c, ws, wc
+@njit(**JIT)
+def _base(record):
+    if record is None:
+        return _ZERO
+    return record[_BASE]
 
 
-@njit(**_jit)
-def _flat_finish(partial, ntasks, accumulate, how, count):
-    if accumulate is None:
-        return 0.0
-    s, c, ws, wc = _combine(partial, 0, ntasks)
-    return finish(s, c, ws, wc, how, count)
+@njit(**JIT)
+def _origin(reads, writes):
+    x, y, w, s, sw = reads
+    out, gr, row_out = writes
+    return (
+        _base(x), _base(y), _base(w), _base(s), _base(sw), _base(out), _base(gr), _base(row_out)
+    )  # fmt: skip
 
 
-# The serial and parallel drivers are distinct functions (not one function compiled twice)
-# because numba's on-disk cache keys entries by function, not by compile flags.
-@njit(cache=True, **_jit)
-def flat_serial(ntasks, chunk, x, xm, y, ym, w, wm, out, gr, sc, how, accumulate):
-    """Contiguous 1-D operands of equal size; returns the finished float64 loss value."""
-    partial = np.empty((ntasks, 4))
-    for t in range(ntasks):
-        _flat_task(t, chunk, x, xm, y, ym, w, wm, out, gr, sc, accumulate, partial)
-    return _flat_finish(partial, ntasks, accumulate, how, x.size)
+@njit(**JIT)
+def _at(shape, first, last, index, reads, writes, offsets):
+    """Offsets of C-order multi-index ``index`` over dimensions ``first .. last - 1``."""
+    for dim in range(last - 1, first - 1, -1):
+        offsets = _moved(offsets, reads, writes, dim, index % shape[dim])
+        index //= shape[dim]
+    return offsets
 
 
-@njit(cache=True, parallel=True, **_jit)
-def flat_parallel(ntasks, chunk, x, xm, y, ym, w, wm, out, gr, sc, how, accumulate):
-    """:func:`flat_serial` with its tasks spread over threads."""
-    partial = np.empty((ntasks, 4))
-    for t in prange(ntasks):
-        _flat_task(t, chunk, x, xm, y, ym, w, wm, out, gr, sc, accumulate, partial)
-    return _flat_finish(partial, ntasks, accumulate, how, x.size)
+@njit(**JIT)
+def _row_elements(shape, nkept, reads, writes, settings, row_offsets, span, position, row_scale):
+    """Sum elements ``span[0] .. span[1] - 1`` of one row (an odometer over the reduced dims).
 
-
-@njit(**_jit)
-def _general_task(
-    t,
-    nchunks,
-    chunk,
-    count,
-    shape,
-    nouter,
-    geo,
-    x,
-    xm,
-    xim,
-    y,
-    ym,
-    yim,
-    w,
-    wm,
-    g,
-    gm,
-    out,
-    gr,
-    scales,
-    accumulate,
-    partial,
-):
-    """One task: chunk ``t % nchunks`` of output element ``t // nchunks``.
-
-    ``shape`` lists the kept dimensions (``nouter`` of them) followed by the reduced
-    ones; ``geo[r]`` holds operand ``r``'s base offset and then its stride per
-    dimension, in elements of its flat view (rows: x, y, w, g, out, gr).
+    ``position`` is the task's scratch multi-index, so that no row allocates.
     """
     ndim = shape.size
     last = ndim - 1
-    o = t // nchunks
-    start = (t - o * nchunks) * chunk
-    stop = min(start + chunk, count)
-    off = geo[:, 0].copy()
-    rem = o
-    for d in range(nouter - 1, -1, -1):
-        index = rem % shape[d]
-        rem //= shape[d]
-        for r in range(6):
-            off[r] += index * geo[r, d + 1]
-    position = np.zeros(ndim, np.int64)
-    rem = start
-    for d in range(last, nouter - 1, -1):
-        position[d] = rem % shape[d]
-        rem //= shape[d]
-        for r in range(6):
-            off[r] += position[d] * geo[r, d + 1]
-    sc = scales[o] if scales.size > 1 else scales[0]
-    lanes = np.zeros((4, LANES))
+    start, stop = span
+    compensate = (settings[0] & COMPENSATE) != 0
+    acc = (0.0, 0.0, 0.0, 0.0)
+    offsets = _at(shape, nkept, ndim, start, reads, writes, row_offsets)
+    index = start
+    for dim in range(last, nkept - 1, -1):
+        position[dim] = index % shape[dim]
+        index //= shape[dim]
     done = start
     while done < stop:
-        m = min(shape[last] - position[last], stop - done)
-        segment(
-            m,
-            lanes,
-            x,
-            off[0],
-            geo[0, ndim],
-            xm,
-            xim,
-            y,
-            off[1],
-            geo[1, ndim],
-            ym,
-            yim,
-            w,
-            off[2],
-            geo[2, ndim],
-            wm,
-            g,
-            off[3],
-            geo[3, ndim],
-            gm,
-            out,
-            off[4],
-            geo[4, ndim],
-            gr,
-            off[5],
-            geo[5, ndim],
-            sc,
-            accumulate,
-        )
-        done += m
-        for r in range(6):
-            off[r] += m * geo[r, ndim]
-        position[last] += m
-        d = last
-        while d > nouter and position[d] == shape[d]:
-            for r in range(6):
-                off[r] += geo[r, d] - shape[d] * geo[r, d + 1]
-            position[d] = 0
-            d -= 1
-            position[d] += 1
-    if accumulate is not None:
-        partial[t, _SUM], partial[t, _SUM_LOW], partial[t, _WSUM], partial[t, _WSUM_LOW] = (
-            merge_lanes(lanes)
-        )
+        run = min(shape[last] - position[last], stop - done)
+        for i in range(run):
+            offsets_i = _moved(offsets, reads, writes, last, i)
+            terms = _element(reads, writes, offsets_i, settings, row_scale)
+            acc = _add(acc, terms, compensate)
+        done += run
+        offsets = _moved(offsets, reads, writes, last, run)
+        position[last] += run
+        dim = last
+        while dim > nkept and position[dim] == shape[dim]:
+            offsets = _moved(offsets, reads, writes, dim, -shape[dim])
+            position[dim] = 0
+            dim -= 1
+            position[dim] += 1
+            offsets = _moved(offsets, reads, writes, dim, 1)
+    return acc
 
 
-@njit(**_jit)
-def _general_finish(partial, nchunks, accumulate, how, count, final, sums):
-    if accumulate is None:
+@njit(**JIT)
+def _row_settings(shape, nkept, reads, writes, settings, offsets, position):
+    """The settings and gradient scale of one whole row of a reduction.
+
+    For a weighted mean's gradient Σw is summed first, over the row's weights only
+    (again with weights scaled by a power of two if it overflowed), so no Σw array
+    is ever needed when rows are not split.
+    """
+    s, sw = reads[3], reads[4]
+    weight_sum = (0.0, 0.0)
+    if settings[7] == _BY_WEIGHT_SUM and sw is None and s is not None:
+        flags = (settings[0] & COMPENSATE) | ACC_WEIGHT
+        # Concatenated, not starred: numba cannot build a tuple from starred parts.
+        sweep = (flags,) + settings[1:]  # noqa: RUF005
+        span = (_ZERO, _row_length(shape, nkept))
+        acc = _row_elements(shape, nkept, reads, writes, sweep, offsets, span, position, (0.0, 0.0))
+        if math.isinf(acc[2]):
+            w_scale = 2.0 ** -(_bit_length(span[1]) + 1)
+            settings = settings[:4] + (w_scale,) + settings[5:]  # noqa: RUF005
+            sweep = sweep[:4] + (w_scale,) + sweep[5:]  # noqa: RUF005
+            acc = _row_elements(
+                shape, nkept, reads, writes, sweep, offsets, span, position, (0.0, 0.0)
+            )
+        weight_sum = (acc[2], acc[3])
+    return settings, _scale(s, sw, offsets, settings, weight_sum)
+
+
+@njit(**JIT)
+def _row_length(shape, nkept):
+    """Elements per row: the product of the reduced dimensions."""
+    count = _ZERO + 1
+    for dim in range(nkept, shape.size):
+        count *= shape[dim]
+    return count
+
+
+@njit(**JIT)
+def _bit_length(value):
+    bits = 0
+    while value > 0:
+        value >>= 1
+        bits += 1
+    return bits
+
+
+@njit(**JIT)
+def _finish_into(row_out, offset, acc, settings):
+    """Write one row's finished loss, or its summed gradient, into ``row_out``."""
+    if row_out is None:
         return
-    for o in range(partial.shape[0] // nchunks):
-        s, c, ws, wc = _combine(partial, o * nchunks, (o + 1) * nchunks)
-        if final is not None:
-            store(final, o, finish(s, c, ws, wc, how, count))
-        if sums is not None:
-            sums[o, _SUM], sums[o, _SUM_LOW], sums[o, _WSUM], sums[o, _WSUM_LOW] = s, c, ws, wc
+    flags, finish, count, out_scale = settings[0], settings[1], settings[2], settings[5]
+    if flags & ACC_GRAD:
+        store(row_out[_DATA], offset, row_out[_MODE], acc[0], acc[1])
+        if flags & COMPLEX:
+            store(row_out[_DATA], offset + settings[6], row_out[_MODE], acc[2], acc[3])
+        return
+    high, low = acc[0], acc[1]
+    if finish == _FINISH_COUNT:
+        high, low = dd_divide(high, low, np.float64(count), 0.0)
+    elif finish == _FINISH_WEIGHT:
+        high, low = dd_divide(high, low, acc[2], acc[3])
+    store(row_out[_DATA], offset, row_out[_MODE], high * out_scale, low * out_scale)
 
 
-@njit(cache=True, **_jit)
-def general_serial(
-    noutputs,
-    nchunks,
-    chunk,
-    count,
-    shape,
-    nouter,
-    geo,
-    x,
-    xm,
-    xim,
-    y,
-    ym,
-    yim,
-    w,
-    wm,
-    g,
-    gm,
-    out,
-    gr,
-    scales,
-    accumulate,
-    how,
-    final,
-    sums,
-):
-    """Any layout and any reduced axes (see :func:`_general_task`); results go to
-    ``final`` (the rounded losses) and/or ``sums`` (the unrounded double-word sums)."""
-    ntasks = noutputs * nchunks
-    partial = np.empty((ntasks, 4))
-    for t in range(ntasks):
-        _general_task(
-            t,
-            nchunks,
-            chunk,
-            count,
-            shape,
-            nouter,
-            geo,
-            x,
-            xm,
-            xim,
-            y,
-            ym,
-            yim,
-            w,
-            wm,
-            g,
-            gm,
-            out,
-            gr,
-            scales,
-            accumulate,
-            partial,
+@njit(**JIT)
+def _finish_row(acc, writes, offset, settings, words, row):
+    """One row's result: its finished value and/or its raw double words."""
+    if words is not None:
+        for k in range(4):
+            words[row, k] = acc[k]
+    _finish_into(writes[2], offset, acc, settings)
+
+
+@njit(**JIT)
+def _row_offset(row_out, shape, nkept, row):
+    """The byte offset of output row ``row`` in ``row_out`` (0 when there is none)."""
+    if row_out is None:
+        return _ZERO
+    offset = row_out[_BASE]
+    for dim in range(nkept - 1, -1, -1):
+        offset += (row % shape[dim]) * row_out[_STRIDES][dim]
+        row //= shape[dim]
+    return offset
+
+
+@njit(**JIT)
+def _general_task(task, shape, nkept, reads, writes, settings, layout, partials, words):
+    """Task ``task``: rows of one block, elements of one chunk of each (see the module doc)."""
+    rows, count, nblocks, nchunks, chunk = layout
+    block, part = task // nchunks, task % nchunks
+    first, last = block * rows // nblocks, (block + 1) * rows // nblocks
+    span = (part * chunk, min(count, (part + 1) * chunk))
+    offsets = _at(shape, _ZERO, nkept, first, reads, writes, _origin(reads, writes))
+    position = np.empty(shape.size, np.int64)  # kept dims: this task's row; reduced: scratch
+    index = first
+    for dim in range(nkept - 1, -1, -1):
+        position[dim] = index % shape[dim]
+        index //= shape[dim]
+    for row in range(first, last):
+        row_settings, row_scale = settings, (0.0, 0.0)
+        if not settings[0] & ELEMENT_SCALE:
+            row_settings, row_scale = _row_settings(
+                shape, nkept, reads, writes, settings, offsets, position
+            )
+        acc = _row_elements(
+            shape, nkept, reads, writes, row_settings, offsets, span, position, row_scale
         )
-    _general_finish(partial, nchunks, accumulate, how, count, final, sums)
+        if nchunks == 1:
+            _finish_row(acc, writes, offsets[7], row_settings, words, row)
+        else:
+            for k in range(4):
+                partials[task, k] = acc[k]
+        dim = nkept - 1
+        if dim < 0:
+            continue
+        offsets = _moved(offsets, reads, writes, dim, 1)
+        position[dim] += 1
+        while dim > 0 and position[dim] == shape[dim]:
+            offsets = _moved(offsets, reads, writes, dim, -shape[dim])
+            position[dim] = 0
+            dim -= 1
+            position[dim] += 1
+            offsets = _moved(offsets, reads, writes, dim, 1)
 
 
-@njit(cache=True, parallel=True, **_jit)
-def general_parallel(
-    noutputs,
-    nchunks,
-    chunk,
-    count,
-    shape,
-    nouter,
-    geo,
-    x,
-    xm,
-    xim,
-    y,
-    ym,
-    yim,
-    w,
-    wm,
-    g,
-    gm,
-    out,
-    gr,
-    scales,
-    accumulate,
-    how,
-    final,
-    sums,
-):
-    """:func:`general_serial` with its tasks spread over threads."""
-    ntasks = noutputs * nchunks
-    partial = np.empty((ntasks, 4))
-    for t in prange(ntasks):
-        _general_task(
-            t,
-            nchunks,
-            chunk,
-            count,
-            shape,
-            nouter,
-            geo,
-            x,
-            xm,
-            xim,
-            y,
-            ym,
-            yim,
-            w,
-            wm,
-            g,
-            gm,
-            out,
-            gr,
-            scales,
-            accumulate,
-            partial,
+@cached_kernel(**JIT)
+def general_tasks(first, last, shape, nkept, reads, writes, settings, layout, partials, words):
+    """Run tasks ``first .. last - 1`` of the general kernel (see the module doc).
+
+    ``settings`` is ``(flags, finish, count, x_scale, w_scale, out_scale, imag_offset,
+    grad_scale)``;
+    ``layout`` is ``(rows, count, nblocks, nchunks, chunk)``; ``partials`` (tasks, 4)
+    receives each task's double words when rows are split into chunks; ``words`` (rows,
+    4) receives each row's unrounded double words, or is None.
+    """
+    for task in range(first, last):
+        _general_task(task, shape, nkept, reads, writes, settings, layout, partials, words)
+
+
+@cached_kernel(**JIT)
+def general_combine(shape, nkept, writes, settings, layout, partials, words):
+    """Combine each row's chunk partials in a fixed order and finish the row."""
+    rows, nchunks = layout[0], layout[3]
+    if nchunks == 1:
+        return
+    for row in range(rows):
+        acc = (0.0, 0.0, 0.0, 0.0)
+        for part in range(nchunks):
+            task = row * nchunks + part
+            terms = (partials[task, 0], partials[task, 1], partials[task, 2], partials[task, 3])
+            acc = _add(acc, terms, True)  # chunk sums are double words whatever the lanes
+        offset = _row_offset(writes[2], shape, nkept, row)
+        _finish_row(acc, writes, offset, settings, words, row)
+
+
+# ----- the flat kernels ---------------------------------------------------------------------
+
+
+def _lane_add(lanes, j, high, low):
+    """Add (high, low) to lane ``j``: compensated for float64 data, plain for float32."""
+
+
+@overload(_lane_add, jit_options=JIT)
+def _lane_add_impl(lanes, j, high, low):
+    if lanes.ndim == 2:  # float64 data: (2, LANES) compensated lanes
+
+        def compensated(lanes, j, high, low):
+            s, e = two_sum(lanes[0, j], high)
+            lanes[0, j] = s
+            lanes[1, j] += e + low
+
+        return compensated
+
+    def plain(lanes, j, high, low):
+        lanes[j] += high
+
+    return plain
+
+
+def _new_lanes(like):
+    """Zeroed lanes for data like ``like``: (2, LANES) for float64, (LANES,) for float32."""
+
+
+@overload(_new_lanes, jit_options=JIT)
+def _new_lanes_impl(like):
+    if like.dtype == types.float64:
+        return lambda like: np.zeros((2, LANES))
+    return lambda like: np.zeros(LANES)
+
+
+@njit(**JIT)
+def _lane_total(lanes):
+    high = low = 0.0
+    if lanes.ndim == 2:
+        for j in range(LANES):
+            high, low = dd_add(high, low, lanes[0, j], lanes[1, j])
+    else:
+        for j in range(LANES):
+            high, low = dd_add(high, low, lanes[j], 0.0)
+    return high, low
+
+
+@njit(**JIT)
+def _flat_chunk(x, y, out, gr, scale, start, stop, accumulate):
+    """One chunk of contiguous operands: "none" outputs, gradients and the chunk's sum."""
+    lanes = _new_lanes(x)
+    for base in range(start, stop, LANES):
+        width = min(LANES, stop - base)
+        for j in range(width):
+            # An unsigned index spares numba's negative-index wraparound, which would
+            # block vectorization; chunks never start below 0.
+            i = np.uint64(base + j)
+            if out is not None:
+                out[i] = abs(x[i] - y[i])  # one correctly rounded subtraction
+            if gr is not None:
+                gr[i] = _sign_times(x[i] - y[i], scale)
+            if accumulate:
+                high, low = two_sum(np.float64(x[i]), -np.float64(y[i]))
+                _lane_add(lanes, j, abs(high), low if high >= 0.0 else -low)
+    return _lane_total(lanes)
+
+
+@cached_kernel(**JIT)
+def flat_tasks(first, last, x, y, out, gr, scale, layout, partials):
+    """Chunks ``first .. last - 1`` of contiguous float32 or float64 operands of one size.
+
+    ``layout`` is ``(nchunks, chunk, finish)``; a ``finish`` of ``Finish.NONE`` sums
+    nothing.  Each chunk writes its "none" outputs and gradient elements and its sum's
+    double word into ``partials``.
+    """
+    chunk, accumulate = layout[1], layout[2] != 0
+    for part in range(first, last):
+        stop = min(x.size, (part + 1) * chunk)
+        partials[part, 0], partials[part, 1] = _flat_chunk(
+            x, y, out, gr, scale, part * chunk, stop, accumulate
         )
-    _general_finish(partial, nchunks, accumulate, how, count, final, sums)
+
+
+@cached_kernel(**JIT)
+def flat_finish(partials, finish, count, itemsize):
+    """``(loss, high, low)``: the loss rounded once to the data's dtype (held in float64),
+    and the chunks' sum as an unrounded double word."""
+    high = low = 0.0
+    for part in range(partials.shape[0]):
+        high, low = dd_add(high, low, partials[part, 0], partials[part, 1])
+    value_high, value_low = high, low
+    if finish == _FINISH_COUNT:
+        value_high, value_low = dd_divide(high, low, np.float64(count), 0.0)
+    rounding = _TO_F64 if itemsize == 8 else _TO_F32
+    return round_dd(value_high, value_low, rounding), high, low
+
+
+@cached_kernel(**JIT)
+def flat_serial(x, y, out, gr, scale, layout):
+    """:func:`flat_tasks` over every chunk, then :func:`flat_finish`, in one call."""
+    partials = np.empty((layout[0], 2))
+    flat_tasks(0, layout[0], x, y, out, gr, scale, layout, partials)
+    return flat_finish(partials, layout[2], x.size, x.itemsize)
