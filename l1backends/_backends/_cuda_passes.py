@@ -31,6 +31,7 @@ __all__ = [
     "partials_pass",
     "path_names",
     "plan_passes",
+    "scratch_words",
 ]
 
 #: Every operand a kernel may take, in argument order: input, target, weight,
@@ -212,6 +213,17 @@ def partials_pass(plan: Plan, max_threads: int) -> PassPlan:
     operands = ["x", "y"] + (["w"] if plan.weighted else [])
     axes = (plan.kept_axes, plan.reduced_axes)
     return _make(plan, op, axes, operands, max_threads, finish=Finish.NONE, sink="words")
+
+
+def scratch_words(passes: Sequence[PassPlan]) -> tuple[int, int]:
+    """The float64 words of a call's one scratch buffer: (Σw of each loss row, chunk sums).
+
+    Σw comes first (the gradient reads it while later passes reuse the rest); passes
+    run one after another on one stream, so they share the chunk-sum words.
+    """
+    weight_sum = next((step for step in passes if step.sink == "weight-sum"), None)
+    rows = 0 if weight_sum is None else weight_sum.partition.rows
+    return rows, max((step.partial_words for step in passes), default=0)
 
 
 @dataclass(frozen=True)

@@ -99,12 +99,23 @@ class MemoryModel:
         What a copy kernel reaches (the targets are fractions of this).
     latency_s : float
         Loaded DRAM latency.
+    clock_hz : float
+        SM clock under load.
     """
 
     sms: int
     peak_bytes_per_s: float
     reachable_bytes_per_s: float
     latency_s: float
+    clock_hz: float
+
+    def issue_bound(self, instructions: int, bytes_per_vector: int) -> float:
+        """Bytes per second a loop can read if issuing its instructions is what limits it.
+
+        Each SM issues one warp instruction per cycle on each of its 4 schedulers;
+        ``instructions`` is the loop's count per thread and vector it reads.
+        """
+        return self.sms * 4 * self.clock_hz * 32 / instructions * bytes_per_vector
 
     @property
     def bytes_in_flight_needed(self) -> float:
@@ -112,10 +123,12 @@ class MemoryModel:
         return self.peak_bytes_per_s * self.latency_s / self.sms
 
 
-#: The H100 SXM of the issue: 132 SMs, 3.35 TB/s peak, about 3.0 TB/s reachable, 700 ns.
+#: The H100 SXM of the issue: 132 SMs, 3.35 TB/s peak, about 3.0 TB/s reachable, 700 ns,
+#: and a 1.755 GHz clock under load.
 H100 = MemoryModel(
-    sms=132, peak_bytes_per_s=3.35e12, reachable_bytes_per_s=3.0e12, latency_s=700e-9
-)
+    sms=132, peak_bytes_per_s=3.35e12, reachable_bytes_per_s=3.0e12, latency_s=700e-9,
+    clock_hz=1.755e9,
+)  # fmt: skip
 
 
 def tail_cost(blocks: int, resident_per_sm: int, sms: int) -> float:
@@ -130,12 +143,21 @@ def tail_cost(blocks: int, resident_per_sm: int, sms: int) -> float:
     return 1.0 - waves / full
 
 
-def modelled_fraction(model: MemoryModel, bytes_in_flight_per_sm: float, tail: float) -> float:
+def modelled_fraction(
+    model: MemoryModel,
+    bytes_in_flight_per_sm: float,
+    tail: float,
+    instructions: int = 0,
+    bytes_per_vector: int = 0,
+) -> float:
     """Predicted bandwidth as a fraction of the reachable one.
 
     Little's law caps the bandwidth at ``in flight x SMs / latency``; the memory
-    system caps it at the reachable bandwidth; the last wave's idle SMs cost ``tail``.
+    system caps it at the reachable bandwidth; a loop of ``instructions`` per vector
+    of ``bytes_per_vector`` caps it at :meth:`MemoryModel.issue_bound` (when given);
+    the last wave's idle SMs cost ``tail``.
     """
-    latency_bound = bytes_in_flight_per_sm * model.sms / model.latency_s
-    achieved = min(model.reachable_bytes_per_s, latency_bound) * (1.0 - tail)
-    return achieved / model.reachable_bytes_per_s
+    bound = min(model.reachable_bytes_per_s, bytes_in_flight_per_sm * model.sms / model.latency_s)
+    if instructions:
+        bound = min(bound, model.issue_bound(instructions, bytes_per_vector))
+    return bound * (1.0 - tail) / model.reachable_bytes_per_s

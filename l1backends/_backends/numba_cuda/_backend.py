@@ -42,8 +42,9 @@ from .._cuda_passes import (
     partials_pass,
     path_names,
     plan_passes,
+    scratch_words,
 )
-from .._fused import FusedPassBackend
+from .._fused import FusedPassBackend, Request
 from .._iteration import (
     broadcast_strides,
     build_space,
@@ -339,11 +340,9 @@ def _run_passes(
     """Take one scratch buffer for Σw and the chunk sums, then launch every pass in order."""
     plan = call.plan
     arrays = {**call.operands(), **outputs}
-    weight_sum = next((step for step in passes if step.sink == "weight-sum"), None)
-    rows_sw = 0 if weight_sum is None else weight_sum.partition.rows
-    words = rows_sw + max((step.partial_words for step in passes), default=0)
-    if words:
-        scratch = call.empty((words,), "float64")
+    rows_sw, partial_words = scratch_words(passes)
+    if rows_sw + partial_words:
+        scratch = call.empty((rows_sw + partial_words,), "float64")
         sinks["partials"] = scratch[rows_sw:]
         if rows_sw:
             # Σw of each loss row, at the start of the scratch buffer, for the gradient.
@@ -365,34 +364,19 @@ class NumbaCudaBackend(FusedPassBackend):
         """Why the kernels cannot walk ``plan`` (too many dimensions in a group), or None."""
         return limit_reason(plan)
 
-    def partials(
-        self, plan: Plan, input: Array, target: Array, weight: Array | None
-    ) -> tuple[Array, Array, Array | None, Array | None]:
-        """Unrounded double-word sums of ``w * |d|`` and ``w`` over the reduced axes (on device)."""
-        call = _Call(plan, input, target, weight, None)
+    def _words(self, request: Request) -> list[Array]:
+        """The unrounded double words of the plan's rows, each an array of the loss's shape."""
+        plan = request.plan
+        call = _Call(plan, request.input, request.target, request.weight, None)
         rows = math.prod(plan.out_shape)
         words = call.empty((4, rows), "float64")
         sinks = {"words": Sink(words.reshape(4 * rows), 0, 1, rows)}
         _run_passes(call, [partials_pass(plan, _MAX_THREADS)], sinks, {})
-        high, low, weight_high, weight_low = (
-            call.finish(words[k].reshape(plan.out_shape)) for k in range(4)
-        )
-        if weight is None:
-            return high, low, None, None
-        return high, low, weight_high, weight_low
+        return [call.finish(words[k].reshape(plan.out_shape)) for k in range(4)]
 
-    def _run(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-        *,
-        want_loss: bool,
-        want_grad: bool,
-    ) -> tuple[Array | None, Array | None]:
-        call = _Call(plan, input, target, weight, grad_output)
+    def _run(self, request: Request) -> tuple[Array | None, Array | None]:
+        plan, want_loss, want_grad = request.plan, request.want_loss, request.want_grad
+        call = _Call(plan, request.input, request.target, request.weight, request.grad_output)
         passes = plan_passes(
             plan, g_array=call.g is not None, want_loss=want_loss, want_grad=want_grad,
             max_threads=_MAX_THREADS,
