@@ -258,3 +258,56 @@ def test_numba_cuda_kernels_sum_in_the_modelled_order(dtype: str) -> None:
         *model_sum([(c, 0.0) for c in w64], part, compensated, finish),
     ]
     assert words == expected
+
+
+def _numba_device():
+    """numba-cuda's device functions, callable from Python under the simulator."""
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        pytest.skip("device functions run from the host only under the simulator")
+    from l1backends._backends.numba_cuda import _device
+
+    return _device
+
+
+def test_numba_double_word_modulus_is_accurate_far_beyond_float64() -> None:
+    """numba-cuda's complex128 modulus (the kernel's own code) within 2**-100 of the truth."""
+    device = _numba_device()
+    rng = np.random.default_rng(13)
+    for _ in range(300):
+        a, b, c, d = rng.standard_normal(4) * 2.0 ** rng.integers(-600, 600, 4)
+        re, im = two_sum(a, -b), two_sum(c, -d)
+        value = device.dd_hypot(*re, *im)
+        relative = exact_modulus_error(value, Fraction(a) - Fraction(b), Fraction(c) - Fraction(d))
+        assert relative < Fraction(1, 2**100)
+    assert device.dd_hypot(3.0, 0.0, 4.0, 0.0) == (5.0, 0.0)
+    assert device.dd_hypot(math.inf, 0.0, math.nan, 0.0)[0] == math.inf
+    assert math.isnan(device.dd_hypot(math.nan, 0.0, 1.0, 0.0)[0])
+    assert device.dd_hypot(1.5e308, 0.0, 1.5e308, 0.0)[0] == math.inf
+
+
+def test_complex128_loss_is_within_one_ulp_where_rounded_differences_lose_bits() -> None:
+    """Differences that float64 cannot hold exactly, summed: each modulus is a double word
+    within 2**-100 (of the TwoSum-exact difference), the sums are compensated and rounded
+    once, so the result is within 1 ulp (the declared bound is 2)."""
+    _numba_device()
+    from numba import cuda
+
+    import l1backends as l1
+    from l1backends.conformance.reference import distance_in_ulps, exact_loss
+    from l1backends.semantics import make_plan
+
+    rng = np.random.default_rng(17)
+    n = 600
+    x = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+    y = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) * 2.0 ** rng.integers(-60, -20, n)
+    rounded = [
+        Fraction((a - b).real) != Fraction(a.real) - Fraction(b.real)
+        for a, b in zip(x, y, strict=True)
+    ]
+    assert sum(rounded) > n // 2  # most differences are rounded in float64
+    for reduction in ("sum", "mean"):
+        plan = make_plan((n,), "complex128", (n,), "complex128", reduction)
+        (exact,) = exact_loss(plan, x, y, None)
+        got = l1.l1_loss(cuda.to_device(x), cuda.to_device(y), reduction).copy_to_host()[()]
+        assert distance_in_ulps(float(got), exact, "float64") <= 1.0
