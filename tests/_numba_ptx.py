@@ -129,6 +129,17 @@ def signature(arguments) -> tuple:
     return tuple(types.none if value is None else typeof(value) for value in arguments)
 
 
+def flat_parameters(ty) -> int:
+    """Kernel parameters numba's launcher passes for an argument of type ``ty``: an array's
+    five fields and its shape and strides, a tuple's members, one for a scalar, and one for
+    None (which the backend's launcher extension passes as a null pointer)."""
+    if isinstance(ty, types.Array):
+        return 5 + 2 * ty.ndim
+    if isinstance(ty, types.BaseTuple):
+        return sum(flat_parameters(member) for member in ty)
+    return 1
+
+
 def main() -> None:
     folder = Path(sys.argv[3])
     every = "--all" in sys.argv
@@ -141,7 +152,9 @@ def main() -> None:
         ptx, _ = cuda.compile_ptx(function, signature(arguments), cc=CC, launch_bounds=bounds)
         path = folder / f"case{index}.ptx"
         path.write_text(ptx)
-        facts = {"label": label, "kernel": kernel, "shuffle": shuffle, "dtype": spec.dtype}
+        facts = {"label": label, "kernel": kernel, "shuffle": shuffle, "dtype": spec.dtype,
+                 "parameters": sum(map(flat_parameters, signature(arguments))),
+                 "absent": sum(value is None for value in arguments)}  # fmt: skip
         report.append({**facts, "op": int(spec.op), "finish": spec.finish.name, "ptx": str(path)})
     print(json.dumps(report))
 

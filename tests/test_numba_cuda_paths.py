@@ -224,3 +224,59 @@ def test_can_run_declines_plans_beyond_the_dimension_limit() -> None:
     plan = make_plan(wide, "float32", wide, "float32", "none")
     assert "9 dimensions" in numba_cuda.can_run(plan)
     assert numba_cuda.can_run(make_plan(wide, "float32", wide, "float32", "sum", axis=0)) is None
+
+
+def test_buffers_from_cupys_pool_are_taken_on_the_calls_stream_and_device(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from l1backends._backends.numba_cuda import _memory
+
+    log = []
+
+    class Context:
+        def __init__(self, what):
+            self.what = what
+
+        def __enter__(self):
+            log.append(f"enter {self.what}")
+
+        def __exit__(self, *exc):
+            log.append(f"exit {self.what}")
+
+    def empty(shape, dtype):
+        log.append(f"empty {shape} {np.dtype(dtype).name}")
+        return SimpleNamespace(shape=shape)
+
+    fake_cupy = SimpleNamespace(
+        empty=empty,
+        cuda=SimpleNamespace(
+            Device=lambda index: Context(f"device {index}"),
+            ExternalStream=lambda handle: Context(f"stream {handle}"),
+        ),
+    )
+    bound = []
+    fake_cuda = SimpleNamespace(
+        get_current_device=lambda: SimpleNamespace(id=1),
+        as_cuda_array=lambda memory, sync: SimpleNamespace(
+            memory=memory, sync=sync, bind=lambda stream: bound.append(stream) or "bound"
+        ),
+    )
+    monkeypatch.setattr(_memory, "cuda", fake_cuda)
+    stream = SimpleNamespace(handle=SimpleNamespace(value=0xBEEF))
+    assert _memory.cupy_allocate(fake_cupy, (4, 3), np.dtype("float64"), stream) == "bound"
+    assert log == [
+        "enter device 1", f"enter stream {0xBEEF}", "empty (4, 3) float64",
+        f"exit stream {0xBEEF}", "exit device 1",
+    ]  # fmt: skip
+    assert bound == [stream]
+    default = _memory.cupy_allocate(fake_cupy, (2,), np.dtype("float32"), 0)
+    assert default.sync is False and default.memory.shape == (2,) and "enter stream 0" in log
+
+
+def test_absent_operands_travel_as_the_null_pointer_numba_types_them_as() -> None:
+    from numba.cuda import types
+
+    none = _backend._NoneArguments.prepare_args(types.none, None, stream=0, retr=[])
+    assert none == (types.uint64, 0)
+    array = types.float32[::1]
+    assert _backend._NoneArguments.prepare_args(array, "x", stream=0, retr=[]) == (array, "x")

@@ -92,6 +92,15 @@ def test_no_local_memory_and_shuffles_only_where_asked(compiled) -> None:
         assert (shuffles > 0) == (case["shuffle"] and bool(sums)), (cc, case["label"], shuffles)
 
 
+def test_absent_operands_are_one_pointer_parameter_each(compiled) -> None:
+    """The launcher passes None as one null pointer: the kernel must take exactly that."""
+    cc, cases = compiled
+    assert any(case["absent"] for case in cases)
+    for case in cases:
+        header = case["text"].split(".entry", 1)[1].split(")", 1)[0]
+        assert header.count(".param") == case["parameters"], (cc, case["label"])
+
+
 def test_dense_main_loops_move_128_bits_and_never_divide(compiled) -> None:
     cc, cases = compiled
     for case in cases:
