@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from l1backends._backends._occupancy import ARCHITECTURES, resident_blocks
+from l1backends._backends._cuda_launch import THREADS_PER_BLOCK, partition
+from l1backends._backends._occupancy import ARCHITECTURES, H100, resident_blocks, tail_cost
 
 WIDE_LOAD = re.compile(r"\bld\.global(?:\.nc)?\.v(?:4\.[bfu]32|2\.[bfu]64)\b")
 WIDE_STORE = re.compile(r"\bst\.global\.v(?:4\.[bfu]32|2\.[bfu]64)\b")
@@ -25,6 +26,8 @@ LOCAL = re.compile(r"(^|\s)\.local\s|\bld\.local|\bst\.local")
 SHUFFLE = re.compile(r"\bshfl\.sync")
 #: Bytes of one 128-bit load.
 VECTOR_BYTES = 16
+#: Bytes of 128-bit loads one SM must keep in flight (the issue's bar; Little's law needs ~18 KiB).
+MIN_IN_FLIGHT = 32 * 1024
 
 
 def ptxas_path() -> Path | None:
@@ -140,3 +143,57 @@ def bytes_in_flight(arch: str, resources: Resources, threads: int, loads: int) -
         ARCHITECTURES[arch], resources.registers, resources.shared_bytes, threads
     )
     return blocks * threads * loads * VECTOR_BYTES
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """One kernel as ptxas assembled it: its resources, and its main loop's 128-bit loads."""
+
+    resources: Resources
+    loads: int
+    dense: bool
+
+
+def spilling(found: dict[str, Assembled]) -> list[str]:
+    """Kernels that spill or use a stack frame."""
+    return [
+        name
+        for name, kernel in found.items()
+        if kernel.resources.spill_stores or kernel.resources.spill_loads
+        or kernel.resources.stack_bytes
+    ]  # fmt: skip
+
+
+def over_registers(found: dict[str, Assembled], names: list[str], limit: int = 48) -> list[str]:
+    """Kernels among ``names`` that use more than ``limit`` registers."""
+    return [name for name in names if found[name].resources.registers > limit]
+
+
+def short_of_loads(arch: str, found: dict[str, Assembled]) -> list[str]:
+    """Dense kernels whose SM keeps under 32 KiB of 128-bit loads in flight.
+
+    A pass that streams one operand alone (the weight, for Σw) is held to what Little's
+    law asks of an H100 instead (about 18 KiB).
+    """
+    short = []
+    for name, kernel in found.items():
+        if kernel.dense:
+            in_flight = bytes_in_flight(arch, kernel.resources, THREADS_PER_BLOCK, kernel.loads)
+            bar = MIN_IN_FLIGHT if kernel.loads >= 2 else H100.bytes_in_flight_needed
+            if in_flight < bar:
+                short.append(f"{name}: {in_flight} bytes in flight, {kernel}")
+    return short
+
+
+def slow_tails(arch: str, found: dict[str, Assembled], names: list[str]) -> list[str]:
+    """Kernels among ``names`` whose last wave costs over 10 % at n = 2**28 float32 on an H100."""
+    blocks = partition(1, 2**28, 4).blocks
+    slow = []
+    for name in names:
+        resources = found[name].resources
+        resident = resident_blocks(
+            ARCHITECTURES[arch], resources.registers, resources.shared_bytes, THREADS_PER_BLOCK
+        )
+        if tail_cost(blocks, resident, H100.sms) > 0.10:
+            slow.append(f"{name}: {resident} blocks per SM")
+    return slow

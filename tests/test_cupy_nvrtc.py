@@ -21,17 +21,20 @@ from _cuda_checks import (
     LOCAL,
     WIDE_LOAD,
     WIDE_STORE,
-    bytes_in_flight,
+    Assembled,
     contractible_exact_products,
     count,
     entries,
     main_loop,
+    over_registers,
     ptxas_path,
     ptxas_report,
+    short_of_loads,
+    slow_tails,
+    spilling,
 )
 
-from l1backends._backends._cuda_launch import THREADS_PER_BLOCK, Op, partition
-from l1backends._backends._occupancy import ARCHITECTURES, H100, resident_blocks, tail_cost
+from l1backends._backends._cuda_launch import Op
 from l1backends._backends.cupy._source import (
     COMPILE_OPTIONS,
     DENSE_TAGS,
@@ -135,7 +138,7 @@ def test_dense_main_loops_move_128_bits_and_never_divide(compiled) -> None:
 
 @pytest.fixture(scope="module", params=("sm_80", "sm_90"))
 def resources(request: pytest.FixtureRequest):
-    """ptxas's report of every specialization, with its main loop's 128-bit loads."""
+    """Every specialization as ptxas assembles it for the architecture."""
     if ptxas_path() is None:
         pytest.skip("ptxas is not installed (nvidia-cuda-nvcc-cu12, in the cuda extra)")
     arch = request.param
@@ -143,40 +146,30 @@ def resources(request: pytest.FixtureRequest):
     report = ptxas_report(ptx, arch)
     bodies = entries(ptx)
     found = {
-        name: (report[mangled], count(WIDE_LOAD, main_loop(bodies[mangled])))
+        name: Assembled(
+            report[mangled], count(WIDE_LOAD, main_loop(bodies[mangled])),
+            name.startswith("l1_dense"),
+        )
         for name, mangled in lowered.items()
-    }
+    }  # fmt: skip
     return arch, found
 
 
 def test_no_kernel_spills(resources) -> None:
     arch, found = resources
-    for name, (report, _) in found.items():
-        assert report.spill_stores == report.spill_loads == report.stack_bytes == 0, (arch, name)
+    assert spilling(found) == [], arch
 
 
 def test_hot_float32_and_float16_kernels_fit_in_48_registers(resources) -> None:
     arch, found = resources
-    for name in HOT:
-        assert found[name][0].registers <= 48, (arch, name, found[name][0])
+    assert over_registers(found, HOT) == [], arch
 
 
 def test_dense_kernels_keep_32_kib_of_loads_in_flight_per_sm(resources) -> None:
     arch, found = resources
-    for name, (report, loads) in found.items():
-        if name.startswith("l1_dense"):
-            in_flight = bytes_in_flight(arch, report, THREADS_PER_BLOCK, loads)
-            # The Σw pass streams the weight alone; Little's law asks ~18 KiB of it on an H100.
-            bar = MIN_IN_FLIGHT if loads >= 2 else H100.bytes_in_flight_needed
-            assert in_flight >= bar, (arch, name, report, loads, in_flight)
+    assert short_of_loads(arch, found) == [], arch
 
 
 def test_the_last_wave_costs_under_ten_percent_at_two_to_the_28(resources) -> None:
     arch, found = resources
-    blocks = partition(1, 2**28, 4).chunks
-    for name in HOT:
-        report = found[name][0]
-        resident = resident_blocks(
-            ARCHITECTURES[arch], report.registers, report.shared_bytes, THREADS_PER_BLOCK
-        )
-        assert tail_cost(blocks, resident, H100.sms) <= 0.10, (arch, name, resident)
+    assert slow_tails(arch, found, HOT) == [], arch

@@ -24,17 +24,20 @@ from _cuda_checks import (
     SHUFFLE,
     WIDE_LOAD,
     WIDE_STORE,
-    bytes_in_flight,
+    Assembled,
     contractible_exact_products,
     count,
     entries,
     main_loop,
+    over_registers,
     ptxas_path,
     ptxas_report,
+    short_of_loads,
+    slow_tails,
+    spilling,
 )
 
-from l1backends._backends._cuda_launch import THREADS_PER_BLOCK, Op, partition
-from l1backends._backends._occupancy import ARCHITECTURES, H100, resident_blocks, tail_cost
+from l1backends._backends._cuda_launch import Op
 
 pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
 
@@ -137,7 +140,7 @@ def test_exact_products_are_never_contracted_into_fmas(compiled) -> None:
 
 @pytest.fixture(scope="module", params=ARCHS)
 def resources(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """ptxas's report of every case compiled for the architecture (sm_80 and sm_90)."""
+    """Every case as ptxas assembles it for the architecture (sm_80 and sm_90)."""
     arch = request.param
     if ptxas_path() is None:
         pytest.skip("ptxas is not installed (nvidia-cuda-nvcc-cu12, in the cuda extra)")
@@ -145,41 +148,27 @@ def resources(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     found = {}
     for case in _compile(cc, tmp_path_factory.mktemp(f"ptx{arch}")):
         (report,) = ptxas_report(case["text"], arch).values()
-        found[case["label"]] = (case, report)
+        loads = count(WIDE_LOAD, main_loop(case["body"]))
+        found[case["label"]] = Assembled(report, loads, case["kernel"] == "dense_pass")
+    assert all(label in found for label in HOT)
     return arch, found
 
 
 def test_no_kernel_spills(resources) -> None:
     arch, found = resources
-    for label, (_, report) in found.items():
-        assert report.spill_stores == report.spill_loads == report.stack_bytes == 0, (arch, label)
+    assert spilling(found) == [], arch
 
 
 def test_hot_float32_and_float16_kernels_fit_in_48_registers(resources) -> None:
     arch, found = resources
-    for label in HOT:
-        assert found[label][1].registers <= 48, (arch, label, found[label][1])
+    assert over_registers(found, HOT) == [], arch
 
 
 def test_dense_kernels_keep_32_kib_of_loads_in_flight_per_sm(resources) -> None:
     arch, found = resources
-    for label, (case, report) in found.items():
-        if case["kernel"] != "dense_pass":
-            continue
-        loads = count(WIDE_LOAD, main_loop(case["body"]))
-        in_flight = bytes_in_flight(arch, report, THREADS_PER_BLOCK, loads)
-        # The Σw pass streams the weight alone; Little's law asks ~18 KiB of it on an H100.
-        bar = MIN_IN_FLIGHT if loads >= 2 else H100.bytes_in_flight_needed
-        assert in_flight >= bar, (arch, label, report, loads, in_flight)
-    assert all(label in found for label in HOT)
+    assert short_of_loads(arch, found) == [], arch
 
 
 def test_the_last_wave_costs_under_ten_percent_at_two_to_the_28(resources) -> None:
     arch, found = resources
-    blocks = partition(1, 2**28, 4).chunks
-    for label in HOT:
-        report = found[label][1]
-        resident = resident_blocks(
-            ARCHITECTURES[arch], report.registers, report.shared_bytes, THREADS_PER_BLOCK
-        )
-        assert tail_cost(blocks, resident, H100.sms) <= 0.10, (arch, label, resident, blocks)
+    assert slow_tails(arch, found, HOT) == [], arch
