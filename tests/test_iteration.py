@@ -143,6 +143,13 @@ def test_helpers() -> None:
     assert padded.kept_shape == (1, 1, 4) and padded.reduced_shape == (1, 1, 5)
     with pytest.raises(ValueError, match="needs 2 dimensions"):
         build_space((4, 5), (0, 1), (), [(1, 4)]).padded(1)
+    # the reduced group may be padded to its own width
+    space = build_space((4, 5, 6), (0,), (1, 2), [(1, 4, 40)])
+    uneven = space.padded(1, 4)
+    assert uneven.kept_shape == (4,) and uneven.reduced_shape == (1, 1, 6, 5)
+    assert uneven.kept_strides == ((1,),) and uneven.reduced_strides == ((0, 0, 40, 4),)
+    with pytest.raises(ValueError, match="reduced group needs 2 dimensions, over 1"):
+        space.padded(2, 1)
 
 
 def test_group_limit_is_decided_on_the_plan() -> None:

@@ -120,24 +120,29 @@ class Space:
         """Whether ``operand`` walks the innermost reduced dimension with stride 1 or 0."""
         return not self.reduced_shape or self.reduced_strides[operand][-1] in (0, 1)
 
-    def padded(self, dims: int) -> Space:
+    def padded(self, dims: int, reduced_dims: int | None = None) -> Space:
         """The same space with both groups padded in front to ``dims`` dimensions.
+
+        ``reduced_dims``, when given, pads the reduced group to that many instead.
 
         Raises
         ------
         ValueError
-            If a group has more than ``dims`` dimensions.
+            If a group has more dimensions than it is padded to.
         """
-        for name, shape in (("kept", self.kept_shape), ("reduced", self.reduced_shape)):
-            if len(shape) > dims:
-                raise ValueError(f"the {name} group needs {len(shape)} dimensions, over {dims}")
+        limits = (("kept", self.kept_shape, dims), ("reduced", self.reduced_shape, reduced_dims))
+        for name, shape, limit in limits:
+            limit = dims if limit is None else limit
+            if len(shape) > limit:
+                raise ValueError(f"the {name} group needs {len(shape)} dimensions, over {limit}")
 
-        def pad(sizes: tuple[int, ...], strides: tuple[tuple[int, ...], ...]):
-            extra = dims - len(sizes)
+        def pad(sizes: tuple[int, ...], strides: tuple[tuple[int, ...], ...], to: int):
+            extra = to - len(sizes)
             return (1,) * extra + sizes, tuple((0,) * extra + s for s in strides)
 
-        kept_shape, kept_strides = pad(self.kept_shape, self.kept_strides)
-        reduced_shape, reduced_strides = pad(self.reduced_shape, self.reduced_strides)
+        kept_shape, kept_strides = pad(self.kept_shape, self.kept_strides, dims)
+        reduced_dims = dims if reduced_dims is None else reduced_dims
+        reduced_shape, reduced_strides = pad(self.reduced_shape, self.reduced_strides, reduced_dims)
         return Space(kept_shape, reduced_shape, kept_strides, reduced_strides)
 
 

@@ -2,9 +2,11 @@
 
 Every launch goes to the current stream of the input's device; nothing is copied
 to the host and nothing waits for the device, so results (0-d arrays included)
-are ready when the stream gets there.  Inputs whose dtype differs from the
-compute dtype (integers, mixed precisions) are cast first, as the specification
-says; every other input is read in place, whatever its strides.
+are ready when the stream gets there.  A call allocates at most three buffers
+from CuPy's memory pool (the loss, the gradient, and one scratch buffer for Σw
+and the chunk sums), plus a cast copy of any input whose dtype differs from the
+compute dtype (integers, mixed precisions), as the specification says; every
+other input is read in place, whatever its strides.
 """
 
 from __future__ import annotations
@@ -13,39 +15,33 @@ import math
 import threading
 from typing import Any
 
-import cupy
+import cupy  # type: ignore[import-untyped]  # CuPy ships no type information
 import numpy as np
 
 from ..._typing import Array
 from ...semantics import Plan
-from .._cuda_launch import THREADS_PER_BLOCK
-from .._fused import FusedPassBackend
-from ._plan import (
-    Launch,
-    Operand,
+from .._cuda_launch import THREADS_PER_BLOCK, limit_reason
+from .._cuda_passes import PassPlan, partials_pass, path_names, plan_passes, scratch_words
+from .._fused import FusedPassBackend, Request
+from .._iteration import (
+    broadcast_strides,
     c_strides,
-    elementwise_launch,
-    full_strides,
-    out_strides,
-    reduction_launch,
-    scale_flags,
+    element_strides,
+    reduced_axis_strides,
 )
-from ._source import (
-    COMPILE_OPTIONS,
-    FLAG_RAW,
-    FLAG_WEIGHT,
-    FLAG_WRITE_GRAD,
-    FLAG_WRITE_LOSS,
-    OP_GRADSUM,
-    OP_LOSS,
-    OP_WSUM,
-    SOURCE,
-)
+from .._paths import KernelPaths
+from ._plan import FINISH_BLOCK, Launch, Operand, plan_launch
+from ._source import COMPILE_OPTIONS, SOURCE
 
-__all__ = ["CupyBackend", "backend"]
+__all__ = ["PATHS", "CupyBackend", "backend"]
 
+#: The kernel paths (the same as numba-cuda's, see ``_cuda_passes.path_names``): ``dense``
+#: for real operands of the compute dtype, 16-byte aligned, rows back to back; ``strided``
+#: otherwise (complex, strided, misaligned, broadcast weight); ``strided:grad-sum`` for an
+#: input broadcast against the target; ``finish`` for rows of more than 256 x 4 vectors.
+PATHS = KernelPaths(path_names())
 
-_modules: dict[str, cupy.RawModule] = {}
+_modules: dict[str, Any] = {}
 _modules_lock = threading.Lock()
 
 
@@ -63,20 +59,23 @@ def _function(name: str) -> Any:
     return module.get_function(name)
 
 
-def _operand(array: Array | None, shape: tuple[int, ...]) -> tuple[Array | None, Operand]:
+def _operand(array: Array, strides: tuple[int, ...] | None = None) -> tuple[Array, Operand]:
     """The array (copied if its strides are not whole elements or it is not element-aligned)
-    and its operand.
+    and its operand, with ``strides`` along the plan's shape (or its own).
 
     The kernels load whole elements of their natural CUDA alignment (16 bytes for
     ``double2``), which a view such as ``float64[1:].view(complex128)`` does not have.
     """
-    if array is None:
-        return None, Operand((0,) * len(shape))
-    strides = full_strides(array.shape, array.strides, array.itemsize, shape)
-    if strides is None or array.data.ptr % array.itemsize:
+    own = element_strides(array.strides, array.itemsize)
+    if own is None or array.data.ptr % array.itemsize:
         array = array.copy()  # C-contiguous, in a fresh (aligned) allocation
-        strides = full_strides(array.shape, array.strides, array.itemsize, shape)
-    return array, Operand(strides, array.data.ptr, array.itemsize)
+        own = element_strides(array.strides, array.itemsize)
+    assert own is not None
+    return array, Operand(own if strides is None else strides, array.data.ptr, array.dtype.name)
+
+
+def _cast(array: Array, dtype: str) -> Array:
+    return array if array.dtype.name == dtype else array.astype(dtype)
 
 
 class _Call:
@@ -92,216 +91,113 @@ class _Call:
     ) -> None:
         self.plan = plan
         shape = plan.shape
-        compute, result = plan.compute_dtype, plan.result_dtype
-        self.x, x_operand = _operand(_cast(input, compute), shape)
-        self.y, y_operand = _operand(_cast(target, compute), shape)
-        self.w, w_operand = _operand(None if weight is None else _cast(weight, result), shape)
+        self.arrays: dict[str, Array] = {}
+        self.operands: dict[str, Operand] = {}
+        roles = {"x": (input, plan.compute_dtype), "y": (target, plan.compute_dtype)}
+        if weight is not None:
+            roles["w"] = (weight, plan.result_dtype)
+        for name, (array, dtype) in roles.items():
+            array, operand = _operand(_cast(array, dtype))
+            operand = Operand(broadcast_strides(array.shape, operand.strides, shape),
+                              operand.pointer, operand.dtype)  # fmt: skip
+            self.arrays[name], self.operands[name] = array, operand
         self.g_scalar = 1.0
-        self.g = None
-        g_strides: tuple[int, ...] = (0,) * len(shape)
         if isinstance(grad_output, (int, float)):
             # Rounded to the result dtype on the host, as an array of that dtype would be.
-            self.g_scalar = float(np.asarray(grad_output, dtype=result))
+            self.g_scalar = float(np.asarray(grad_output, dtype=plan.result_dtype))
         elif grad_output is not None:
-            self.g = _cast(grad_output, result)
-            if not self.g.flags.c_contiguous or self.g.data.ptr % self.g.itemsize:
-                self.g = self.g.copy()
-            if self.g.ndim:
-                kept = plan.kept_axes if plan.reduction != "none" else tuple(range(len(shape)))
-                g_strides = out_strides(shape, kept, c_strides(self.g.shape))
-        g_operand = Operand(g_strides, 0 if self.g is None else self.g.data.ptr, _itemsize(result))
-        self.operands = [x_operand, y_operand, w_operand, g_operand]
+            g, operand = _operand(_cast(grad_output, plan.result_dtype))
+            # grad_output has the loss's shape (its axes are the kept axes), or is 0-d.
+            strides = (0,) * len(shape)
+            if g.ndim:
+                strides = reduced_axis_strides(len(shape), plan.kept_axes, operand.strides)
+            self.arrays["g"] = g
+            self.operands["g"] = Operand(strides, operand.pointer, operand.dtype)
 
-    def with_outputs(self, divisor_strides: tuple[int, ...], gx: Array | None) -> list[Operand]:
-        """The six operands, with the divisor's and the gradient's layouts."""
-        gx_operand = (
-            Operand((0,) * len(self.plan.shape))
-            if gx is None
-            else Operand(c_strides(self.plan.shape), gx.data.ptr, gx.itemsize)
-        )
-        return [*self.operands, Operand(divisor_strides, 0, 8), gx_operand]
+    def output(self, name: str, array: Array) -> None:
+        """Add a fresh C-contiguous output of the plan's shape (the gradient, the 'none' loss)."""
+        self.arrays[name] = array
+        self.operands[name] = Operand(c_strides(self.plan.shape), array.data.ptr, array.dtype.name)
+
+    def scratch(self, passes: list[PassPlan]) -> Array | None:
+        """One float64 buffer for Σw (operand ``sw``, per loss row) and the chunk sums."""
+        rows_sw, partial_words = scratch_words(passes)
+        if not rows_sw + partial_words:
+            return None
+        scratch = cupy.empty(rows_sw + partial_words, dtype=cupy.float64)
+        if rows_sw:
+            plan = self.plan
+            strides = reduced_axis_strides(
+                len(plan.shape), plan.kept_axes, c_strides(plan.out_shape)
+            )
+            self.arrays["sw"] = scratch
+            self.operands["sw"] = Operand(strides, scratch.data.ptr, "float64")
+        return scratch[rows_sw:]
 
     def launch(
-        self,
-        launch: Launch,
-        gx: Array | None = None,
-        loss: Array | None = None,
-        divisor: Array | None = None,
-        divisor_in: Array | None = None,
+        self, launch: Launch, sinks: dict[str, Array | None], partials: Array | None
     ) -> None:
-        """Launch ``launch`` (and its finishing pass) on the current stream."""
-        any_array = self.x  # stands in for absent pointers; never dereferenced
-        pointers = [
-            self.w,
-            self.g,
-            divisor_in,
-            gx,
-            loss,
-            divisor,
-        ]
-        pointers = [any_array if p is None else p for p in pointers]
-        if launch.kernel.startswith("l1_elementwise"):
-            w, g, _, gx_, loss_, _ = pointers
-            args = (launch.geometry, self.x, self.y, w, g, gx_, loss_)
-            _function(launch.kernel)(launch.grid, launch.block, args)
-            return
-        partials = any_array
-        if launch.partials:
-            partials = cupy.empty(launch.partials, dtype=cupy.float64)
-        args = (launch.geometry, self.x, self.y, *pointers, partials)
+        """Launch one pass (and its finish pass) on the current stream."""
+        PATHS.visit(launch.path)
+        x = self.arrays["x"]  # stands in for absent pointers; never dereferenced
+        pointers = [self.arrays.get(name, x) for name in ("x", "y", "w", "g", "sw")]
+        gx, none = sinks.get("grad", x), sinks.get("none", x)
+        out, words = sinks.get("loss", x), sinks.get("words", x)
+        args = (launch.layout, *pointers, gx, none, out, words, x if partials is None else partials)
         _function(launch.kernel)(launch.grid, launch.block, args)
         if launch.finish is not None:
-            _, _, _, gx_, loss_, divisor_ = pointers
-            finish_args = (launch.geometry, partials, gx_, loss_, divisor_)
-            _function(launch.finish)(launch.finish_grid, (THREADS_PER_BLOCK,), finish_args)
-
-
-def _itemsize(dtype: str) -> int:
-    return np.dtype(dtype).itemsize
-
-
-def _cast(array: Array, dtype: str) -> Array:
-    return array if array.dtype.name == dtype else array.astype(dtype)
+            PATHS.visit("finish")
+            finish_args = (launch.layout, partials, gx, out, words)
+            _function(launch.finish)(launch.finish_grid, FINISH_BLOCK, finish_args)
 
 
 class CupyBackend(FusedPassBackend):
     """L1 loss and subgradient with fused CUDA kernels, for ``cupy.ndarray``."""
 
     name = "cupy"
+    paths = PATHS
 
-    def partials(
-        self, plan: Plan, input: Array, target: Array, weight: Array | None
-    ) -> tuple[Array, Array, Array | None, Array | None]:
-        """Unrounded float64 double words of Σ w·|d| and Σ w over the reduced axes."""
-        with input.device:
-            call = _Call(plan, input, target, weight, None)
-            flags = FLAG_WRITE_LOSS | FLAG_RAW | (FLAG_WEIGHT if weight is not None else 0)
-            words = cupy.empty((*plan.out_shape, 4), dtype=cupy.float64)
-            if words.size:
-                launch = reduction_launch(
-                    OP_LOSS,
-                    plan.compute_dtype,
-                    plan.shape,
-                    plan.kept_axes,
-                    plan.reduced_axes,
-                    call.with_outputs((0,) * len(plan.shape), None),
-                    flags,
-                )
-                call.launch(launch, divisor=words)
-            high, low = words[..., 0].copy(), words[..., 1].copy()
-            if weight is None:
-                return high, low, None, None
-            return high, low, words[..., 2].copy(), words[..., 3].copy()
+    def can_run(self, plan: Plan) -> str | None:
+        """Why the kernels cannot walk ``plan`` (too many dimensions in a group), or None."""
+        return limit_reason(plan)
 
-    def _run(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-        *,
-        want_loss: bool,
-        want_grad: bool,
-    ) -> tuple[Array | None, Array | None]:
-        with input.device:
-            call = _Call(plan, input, target, weight, grad_output)
-            if plan.reduction == "none":
-                return self._none(call, want_loss, want_grad)
-            return self._reduce(call, want_loss, want_grad)
+    def _words(self, request: Request) -> list[Array]:
+        """The unrounded double words of the plan's rows, each an array of the loss's shape."""
+        plan = request.plan
+        with request.input.device:
+            call = _Call(plan, request.input, request.target, request.weight, None)
+            words = cupy.empty((4, math.prod(plan.out_shape)), dtype=cupy.float64)
+            _run_passes(call, [partials_pass(plan, THREADS_PER_BLOCK)], {"words": words})
+            return [words[k].reshape(plan.out_shape) for k in range(4)]
 
-    @staticmethod
-    def _none(call: _Call, want_loss: bool, want_grad: bool) -> tuple[Array | None, Array | None]:
-        plan = call.plan
-        loss = cupy.empty(plan.shape, dtype=plan.result_dtype) if want_loss else None
-        gx = None
-        fused_grad = want_grad and not plan.input_broadcast
-        if want_grad:
-            gx = cupy.empty(plan.input_shape, dtype=plan.compute_dtype)
-        flags = scale_flags("none", call.w is not None, call.g is not None)
-        flags |= (FLAG_WRITE_LOSS if want_loss else 0) | (FLAG_WRITE_GRAD if fused_grad else 0)
-        if plan.size and (want_loss or fused_grad):
-            launch = elementwise_launch(
-                plan.compute_dtype,
-                plan.shape,
-                call.with_outputs((0,) * len(plan.shape), gx if fused_grad else None),
-                flags,
-                call.g_scalar,
-                loss_pointer=0 if loss is None else loss.data.ptr,
-                loss_itemsize=_itemsize(plan.result_dtype),
-            )
-            call.launch(launch, gx=gx if fused_grad else None, loss=loss)
-        if want_grad and not fused_grad:
-            _grad_sum(call, gx, None)
-        return loss, gx
-
-    @staticmethod
-    def _reduce(call: _Call, want_loss: bool, want_grad: bool) -> tuple[Array | None, Array | None]:
-        plan = call.plan
-        weighted = call.w is not None
-        rows = math.prod(plan.out_shape)
-        divisor_strides = out_strides(plan.shape, plan.kept_axes, c_strides(plan.out_shape))
-        loss = cupy.empty(plan.out_shape, dtype=plan.result_dtype) if want_loss else None
-        gx = cupy.empty(plan.input_shape, dtype=plan.compute_dtype) if want_grad else None
-        divisor = None
-        if want_grad and weighted and plan.reduction == "mean":
-            # The gradient's scale w / Σw needs the weight sums before the fused pass.
-            divisor = cupy.empty(plan.out_shape, dtype=cupy.float64)
-            if rows:
-                launch = reduction_launch(
-                    OP_WSUM,
-                    plan.compute_dtype,
-                    plan.shape,
-                    plan.kept_axes,
-                    plan.reduced_axes,
-                    call.with_outputs(divisor_strides, None),
-                    FLAG_WEIGHT,
-                )
-                call.launch(launch, divisor=divisor)
-        fused_grad = want_grad and not plan.input_broadcast
-        if rows and (want_loss or (fused_grad and plan.size)):
-            flags = scale_flags(plan.reduction, weighted, call.g is not None)
-            flags |= (FLAG_WRITE_LOSS if want_loss else 0) | (FLAG_WRITE_GRAD if fused_grad else 0)
-            launch = reduction_launch(
-                OP_LOSS,
-                plan.compute_dtype,
-                plan.shape,
-                plan.kept_axes,
-                plan.reduced_axes,
-                call.with_outputs(divisor_strides, gx if fused_grad else None),
-                flags,
-                call.g_scalar,
-                float(plan.count),
-            )
-            call.launch(launch, gx=gx if fused_grad else None, loss=loss, divisor_in=divisor)
-        if want_grad and not fused_grad:
-            _grad_sum(call, gx, divisor)
-        return loss, gx
+    def _run(self, request: Request) -> tuple[Array | None, Array | None]:
+        plan, want_loss, want_grad = request.plan, request.want_loss, request.want_grad
+        with request.input.device:
+            call = _Call(plan, request.input, request.target, request.weight, request.grad_output)
+            passes = plan_passes(
+                plan, g_array="g" in call.arrays, want_loss=want_loss, want_grad=want_grad,
+                max_threads=THREADS_PER_BLOCK,
+            )  # fmt: skip
+            loss = cupy.empty(plan.out_shape, dtype=plan.result_dtype) if want_loss else None
+            grad = cupy.empty(plan.input_shape, dtype=plan.compute_dtype) if want_grad else None
+            if loss is not None and plan.elementwise:
+                call.output("none", loss)
+            if grad is not None and not plan.input_broadcast:
+                call.output("grad", grad)
+            _run_passes(call, passes, {"loss": loss, "grad": grad, "none": loss})
+            return loss, grad
 
 
-def _grad_sum(call: _Call, gx: Array, divisor: Array | None) -> None:
-    """The gradient of a broadcast input: each element sums its broadcast copies' gradients."""
+def _run_passes(call: _Call, passes: list[PassPlan], sinks: dict[str, Array | None]) -> None:
+    """Take the scratch buffer, then launch every pass in order."""
     plan = call.plan
-    if not gx.size:
-        return
-    summed = plan.input_broadcast_axes
-    kept = tuple(axis for axis in range(len(plan.shape)) if axis not in summed)
-    if plan.reduction == "none":
-        divisor_strides = (0,) * len(plan.shape)
-    else:
-        divisor_strides = out_strides(plan.shape, plan.kept_axes, c_strides(plan.out_shape))
-    launch = reduction_launch(
-        OP_GRADSUM,
-        plan.compute_dtype,
-        plan.shape,
-        kept,
-        summed,
-        call.with_outputs(divisor_strides, None),
-        scale_flags(plan.reduction, call.w is not None, call.g is not None),
-        call.g_scalar,
-        float(plan.count),
-    )
-    call.launch(launch, gx=gx, divisor_in=divisor)
+    partials = call.scratch(passes)
+    if "sw" in call.arrays:
+        sinks = {**sinks, "words": call.arrays["sw"]}  # the Σw pass writes where sw reads
+    for step in passes:
+        if not step.empty:
+            launch = plan_launch(step, plan.compute_dtype, plan.shape, call.operands, call.g_scalar)
+            call.launch(launch, sinks, partials)
 
 
 backend = CupyBackend()

@@ -1,51 +1,42 @@
 """The CUDA C++ source of the CuPy backend's kernels, and the names of its specializations.
 
-The source needs no header at all: float16 and float32 are converted on raw bits
-with exact, correctly rounded conversions written here (so no ``cuda_fp16.h`` is
-required, float64 results are rounded once, never through float32, and CuPy's
-``-ftz=true`` cannot flush float32 subnormals), and complex numbers are plain
-``float2``/``double2`` pairs.  The same text is compiled by
-CuPy's ``RawModule`` at run time and by NVRTC in the tests, for every
-specialization listed by :func:`name_expressions`.
+The source needs no header.  Its ``L1_OP_*``, ``L1_FINISH_*`` and ``L1_SCALE_*``
+constants are generated from the Python enums
+(:func:`~l1backends._backends._cuda_launch.cuda_constants`).  float16 and float32
+values are widened to float64 and rounded back with inline PTX ``cvt``, which
+keeps subnormals whatever flags CuPy's NVRTC appends (its ``-ftz=true`` would
+make a plain cast flush them); complex numbers are plain ``float2``/``double2``
+pairs.  The same text is compiled by CuPy's ``RawModule`` at run time and by
+NVRTC in the tests, for every specialization of :func:`name_expressions`.
 
-Layout of the kernels
----------------------
-``l1_rows<Tag, VEC>``
-    One reduction pass over ``rows`` independent rows of ``count`` elements
-    (a row is one output element; its elements are the reduced axes).  Block
-    ``(chunk, r)`` accumulates a double word over the chunk's share of row ``r``
-    in a fixed order, reduces the block in a fixed tree, then either finishes
-    the row (one chunk per row) or writes its partial sums for ``l1_finish``.
-    Ops: the loss (optionally writing the fused gradient), the weight sum, or
-    the gradient summed back over broadcast axes.
+Kernels
+-------
+``l1_dense<Tag, OPS, FINISH>``
+    Rows of ``count`` elements stored one after another, 16-byte aligned, of one
+    real dtype: 128-bit loads and stores.  What the pass computes (``OPS``, the
+    :class:`~l1backends._backends._cuda_launch.Op` bits) and how rows are finished
+    (``FINISH``) are template constants, so the loop tests no flag; grad_output and
+    Σw are read, and the gradient's scale computed, once per row.
+``l1_strided<Tag>``
+    Any layout, any pass (the same codes, read from the ``Layout`` argument).  It
+    takes the same elements in the same order as ``l1_dense``
+    (:mod:`l1backends._backends._cuda_launch`), so both give the same bits.
 ``l1_finish<Tag>``
-    One block per row, combining the row's chunk partials in a fixed order.
-``l1_elementwise<Tag, VEC>``
-    reduction="none": the weighted loss and the fused gradient, per element.
-
-``VEC`` is 0 for arbitrary strides (N-d index arithmetic), 1 for contiguous
-rows read one element at a time, and the number of lanes of one 128-bit load
-for contiguous, 16-byte aligned rows.
+    Adds each row's chunk sums in a fixed order (one block per row) and finishes it.
 """
 
 from __future__ import annotations
 
+from .._cuda_launch import Op, cuda_constants
+from .._cuda_passes import OPERANDS
+from .._iteration import MAX_GROUP_DIMS
+
 __all__ = [
     "COMPILE_OPTIONS",
-    "FLAG_DIVISOR_ARRAY",
-    "FLAG_G_ARRAY",
-    "FLAG_MEAN",
-    "FLAG_RAW",
-    "FLAG_WEIGHT",
-    "FLAG_WRITE_GRAD",
-    "FLAG_WRITE_LOSS",
-    "MAX_DIMS",
-    "OPERANDS",
-    "OP_GRADSUM",
-    "OP_LOSS",
-    "OP_WSUM",
+    "DENSE_TAGS",
     "SOURCE",
     "TAGS",
+    "dense_variants",
     "name_expressions",
     "specialization",
 ]
@@ -53,58 +44,36 @@ __all__ = [
 # NVRTC options for the source; CuPy appends its own "-ftz=true" after them (last one wins).
 COMPILE_OPTIONS = ("-std=c++17",)
 
-# Kept in step with the #defines below (tests compare them).
-MAX_DIMS = 8
-OPERANDS = ("x", "y", "w", "g", "d", "gx")
-OP_LOSS, OP_GRADSUM, OP_WSUM = 0, 1, 2
-FLAG_WEIGHT = 1
-FLAG_G_ARRAY = 2
-FLAG_WRITE_GRAD = 4
-FLAG_WRITE_LOSS = 8
-FLAG_MEAN = 16
-FLAG_DIVISOR_ARRAY = 32
-FLAG_RAW = 64
-
-# The kernel tag of each compute dtype, and the lanes of its 128-bit vector path.
+#: The kernel tag of each compute dtype.
 TAGS = {
-    "float16": ("F16", 8),
-    "float32": ("F32", 4),
-    "float64": ("F64", 2),
-    "complex64": ("C64", 2),
-    "complex128": ("C128", 1),
+    "float16": "F16",
+    "float32": "F32",
+    "float64": "F64",
+    "complex64": "C64",
+    "complex128": "C128",
 }
+#: The dtypes the dense kernel serves (complex goes through the strided one).
+DENSE_TAGS = ("float16", "float32", "float64")
 
-SOURCE = r"""
-#define L1_MAXD 8
-#define L1_NOPS 6
-#define L1_X 0
-#define L1_Y 1
-#define L1_W 2
-#define L1_G 3
-#define L1_D 4
-#define L1_GX 5
+_OPERAND_DEFINES = "\n".join(f"#define L1_{name.upper()} {k}" for k, name in enumerate(OPERANDS))
 
-#define L1_OP_LOSS 0
-#define L1_OP_GRADSUM 1
-#define L1_OP_WSUM 2
-
-#define L1_WEIGHT 1
-#define L1_G_ARRAY 2
-#define L1_WRITE_GRAD 4
-#define L1_WRITE_LOSS 8
-#define L1_MEAN 16
-#define L1_DIVISOR_ARRAY 32
-#define L1_RAW 64  // the loss op writes its unrounded double words (for Dask)
+SOURCE = (
+    cuda_constants()
+    + f"#define L1_MAXD {MAX_GROUP_DIMS}\n#define L1_NOPS {len(OPERANDS)}\n"
+    + _OPERAND_DEFINES
+    + r"""
 
 // Passed by value; mirrored field by field by the host's NumPy structured dtype.
-struct Geometry {
-    long long op, flags, rows, count, chunks, nk, nr, reserved;
+struct Layout {
+    long long rows, count, lanes, iters, chunks;  // the partition
+    long long op, finish, scale;                  // what the pass computes (strided, finish)
+    long long nk, nr;                             // kept and reduced dimensions (strided)
     long long kshape[L1_MAXD];
     long long rshape[L1_MAXD];
     long long kstride[L1_NOPS][L1_MAXD];  // element strides of each operand along kept dims
     long long rstride[L1_NOPS][L1_MAXD];  // ... and along reduced dims
-    double g_scalar;     // grad_output when it is a Python number (or absent: 1)
-    double mean_count;   // divisor of an unweighted mean
+    double g_scalar;     // grad_output when it is a number (or absent: 1)
+    double scale_count;  // the count a mean's gradient is divided by
 };
 
 struct F16 { typedef unsigned short storage; typedef unsigned short real; };
@@ -113,136 +82,69 @@ struct F64 { typedef double storage; typedef double real; };
 struct C64 { typedef float2 storage; typedef float real; };
 struct C128 { typedef double2 storage; typedef double real; };
 
-// ----- exact float16 conversions, on raw bits ---------------------------------------------
+// ----- exact conversions: cvt, whatever -ftz says ------------------------------------------
 
-__device__ __forceinline__ double l1_half_to_double(unsigned short h) {
-    const int exponent = (h >> 10) & 0x1f;
-    const int mantissa = h & 0x3ff;
-    double magnitude;
-    if (exponent == 0x1f) {
-        magnitude = mantissa ? __longlong_as_double(0x7ff8000000000000LL)
-                             : __longlong_as_double(0x7ff0000000000000LL);
-    } else if (exponent == 0) {
-        magnitude = (double)mantissa * 5.9604644775390625e-08;  // 2**-24, exact
-    } else {
-        magnitude = __longlong_as_double(
-            ((long long)(exponent - 15 + 1023) << 52) | ((long long)mantissa << 42));
-    }
-    return (h & 0x8000) ? -magnitude : magnitude;
+__device__ __forceinline__ double l1_widen(unsigned short h) {
+    double r; asm("cvt.f64.f16 %0, %1;" : "=d"(r) : "h"(h)); return r;
 }
-
-// Rounds to nearest, ties to even, once (no detour through float32).
-__device__ __forceinline__ unsigned short l1_double_to_half(double v) {
-    const unsigned short sign = signbit(v) ? 0x8000 : 0;
-    const double a = fabs(v);
-    if (isnan(a)) return sign | 0x7e00;
-    if (a >= 65520.0) return sign | 0x7c00;  // 65520 is the midpoint above 65504: ties go up
-    if (a < 6.103515625e-05) {                // below 2**-14: subnormal, step 2**-24
-        return sign | (unsigned short)rint(a * 16777216.0);
-    }
-    const int e = ilogb(a);                   // -14 .. 15
-    const double m = rint(scalbn(a, 10 - e)); // 1024 .. 2048, exact scaling
-    return sign | (unsigned short)(((e + 15) << 10) + ((int)m - 1024));
+__device__ __forceinline__ double l1_widen(float v) {
+    double r; asm("cvt.f64.f32 %0, %1;" : "=d"(r) : "f"(v)); return r;
 }
+__device__ __forceinline__ double l1_widen(double v) { return v; }
 
-// ----- exact float32 conversions, on raw bits ---------------------------------------------
-// CuPy compiles every kernel with -ftz=true (appended after the caller's options), which
-// turns float <-> double casts into flushing ones: float32 subnormal inputs would read as 0
-// and subnormal results would be written as 0.  These conversions use no float32 instruction.
-
-__device__ __forceinline__ double l1_float_to_double(float v) {
-    const unsigned int bits = __float_as_uint(v);
-    const unsigned int exponent = (bits >> 23) & 0xff;
-    const unsigned int mantissa = bits & 0x7fffff;
-    double magnitude;
-    if (exponent == 0xff) {
-        magnitude = mantissa ? __longlong_as_double(0x7ff8000000000000LL)
-                             : __longlong_as_double(0x7ff0000000000000LL);
-    } else if (exponent == 0) {
-        magnitude = (double)mantissa * 1.401298464324817e-45;  // 2**-149, exact
-    } else {
-        magnitude = __longlong_as_double(
-            ((long long)(exponent - 127 + 1023) << 52) | ((long long)mantissa << 29));
-    }
-    return (bits >> 31) ? -magnitude : magnitude;
+// Rounded to nearest, ties to even, once (a float64 never goes through float32).
+__device__ __forceinline__ void l1_narrow(double v, unsigned short& out) {
+    asm("cvt.rn.f16.f64 %0, %1;" : "=h"(out) : "d"(v));
 }
-
-// Rounds to nearest, ties to even, subnormals included.
-__device__ __forceinline__ float l1_double_to_float(double v) {
-    const unsigned int sign = signbit(v) ? 0x80000000u : 0u;
-    const double a = fabs(v);
-    if (isnan(a)) return __uint_as_float(sign | 0x7fc00000u);
-    if (a < 1.1754943508222875e-38) {  // below 2**-126: subnormal, step 2**-149
-        return __uint_as_float(sign | (unsigned int)rint(a * 7.1362384635297994e+44));
-    }
-    // Drop 29 of the 52 mantissa bits with round-to-nearest-even; a carry moves into the
-    // exponent, and past the largest float the result is the infinity's bit pattern.
-    const unsigned long long bits = (unsigned long long)__double_as_longlong(a);
-    const unsigned long long rounded = (bits + 0x0fffffffULL + ((bits >> 29) & 1)) >> 29;
-    const unsigned long long single = rounded - (896ULL << 23);  // exponent bias 1023 -> 127
-    return __uint_as_float(sign | (unsigned int)(single < 0x7f800000ULL ? single : 0x7f800000ULL));
+__device__ __forceinline__ void l1_narrow(double v, float& out) {
+    asm("cvt.rn.f32.f64 %0, %1;" : "=f"(out) : "d"(v));
 }
-
-// ----- loads and stores of one element -----------------------------------------------------
+__device__ __forceinline__ void l1_narrow(double v, double& out) { out = v; }
 
 __device__ __forceinline__ void l1_split(unsigned short v, double& re, double& im) {
-    re = l1_half_to_double(v); im = 0.0;
+    re = l1_widen(v); im = 0.0;
 }
 __device__ __forceinline__ void l1_split(float v, double& re, double& im) {
-    re = l1_float_to_double(v); im = 0.0;
+    re = l1_widen(v); im = 0.0;
 }
 __device__ __forceinline__ void l1_split(double v, double& re, double& im) { re = v; im = 0.0; }
 __device__ __forceinline__ void l1_split(float2 v, double& re, double& im) {
-    re = l1_float_to_double(v.x); im = l1_float_to_double(v.y);
+    re = l1_widen(v.x); im = l1_widen(v.y);
 }
 __device__ __forceinline__ void l1_split(double2 v, double& re, double& im) { re = v.x; im = v.y; }
 
-__device__ __forceinline__ double l1_real(unsigned short v) { return l1_half_to_double(v); }
-__device__ __forceinline__ double l1_real(float v) { return l1_float_to_double(v); }
-__device__ __forceinline__ double l1_real(double v) { return v; }
-
 __device__ __forceinline__ void l1_join(double re, double, unsigned short& out) {
-    out = l1_double_to_half(re);
+    l1_narrow(re, out);
 }
-__device__ __forceinline__ void l1_join(double re, double, float& out) {
-    out = l1_double_to_float(re);
-}
+__device__ __forceinline__ void l1_join(double re, double, float& out) { l1_narrow(re, out); }
 __device__ __forceinline__ void l1_join(double re, double, double& out) { out = re; }
 __device__ __forceinline__ void l1_join(double re, double im, float2& out) {
-    out.x = l1_double_to_float(re); out.y = l1_double_to_float(im);
+    l1_narrow(re, out.x); l1_narrow(im, out.y);
 }
 __device__ __forceinline__ void l1_join(double re, double im, double2& out) {
     out.x = re; out.y = im;
 }
 
-// ----- 128-bit (or narrower) packs ---------------------------------------------------------
+// ----- 128-bit packs ---------------------------------------------------------------------
 
-template <int BYTES> struct L1Raw;
-template <> struct L1Raw<16> { typedef uint4 type; };
-template <> struct L1Raw<8> { typedef uint2 type; };
-template <> struct L1Raw<4> { typedef unsigned int type; };
-template <> struct L1Raw<2> { typedef unsigned short type; };
-
-template <typename S, int N> union L1Pack {
-    typename L1Raw<sizeof(S) * N>::type raw;
-    S v[N];
+template <typename S> struct L1Pack {
+    enum { lanes = 16 / sizeof(S) };
+    union { uint4 raw; S v[lanes]; };
 };
 
-template <typename S, int N>
-__device__ __forceinline__ L1Pack<S, N> l1_load_pack(const S* p, long long index) {
-    typedef typename L1Raw<sizeof(S) * N>::type raw_t;
-    L1Pack<S, N> pack;
-    pack.raw = __ldg(reinterpret_cast<const raw_t*>(p) + index);
+template <typename S>
+__device__ __forceinline__ L1Pack<S> l1_load_pack(const S* p, long long index) {
+    L1Pack<S> pack;
+    pack.raw = __ldg(reinterpret_cast<const uint4*>(p) + index);
     return pack;
 }
 
-template <typename S, int N>
-__device__ __forceinline__ void l1_store_pack(S* p, long long index, const L1Pack<S, N>& pack) {
-    typedef typename L1Raw<sizeof(S) * N>::type raw_t;
-    reinterpret_cast<raw_t*>(p)[index] = pack.raw;
+template <typename S>
+__device__ __forceinline__ void l1_store_pack(S* p, long long index, const L1Pack<S>& pack) {
+    reinterpret_cast<uint4*>(p)[index] = pack.raw;
 }
 
-// ----- double-word arithmetic --------------------------------------------------------------
+// ----- double words ----------------------------------------------------------------------
 
 struct l1_dd { double hi, lo; };
 
@@ -258,6 +160,18 @@ __device__ __forceinline__ l1_dd l1_dd_add(l1_dd a, l1_dd b) {
     l1_dd s = l1_two_sum(a.hi, b.hi);
     s.lo = (a.lo + b.lo) + s.lo;
     return s;
+}
+
+// A term added to a thread's sum: compensated for float64, a plain float64 sum otherwise
+// (float16 and float32 terms are exact enough in float64 that their errors do not show).
+template <bool COMP>
+__device__ __forceinline__ void l1_accumulate(l1_dd& a, double hi, double lo) {
+    if (COMP) {
+        const l1_dd s = l1_two_sum(a.hi, hi);
+        a.hi = s.hi; a.lo = a.lo + (s.lo + lo);
+    } else {
+        a.hi = a.hi + hi;
+    }
 }
 
 __device__ __forceinline__ double l1_dd_value(l1_dd a) {
@@ -300,84 +214,75 @@ __device__ __forceinline__ l1_dd l1_dd_hypot(l1_dd re, l1_dd im) {
     return m;
 }
 
+// w * (hi + lo) as a double word (its product error kept when compensated).
+template <bool COMP>
+__device__ __forceinline__ l1_dd l1_weigh(l1_dd mag, double w) {
+    l1_dd t;
+    t.hi = __dmul_rn(mag.hi, w);
+    t.lo = (COMP && isfinite(t.hi)) ? fma(mag.hi, w, -t.hi) + mag.lo * w : 0.0;
+    return t;
+}
+
 // ----- one element -------------------------------------------------------------------------
 
 struct l1_elem {
-    l1_dd mag;       // |x - y| (modulus for complex) as a double word
+    l1_dd mag;       // |x - y| (the modulus for complex) as a double word
     double dre, dim; // the rounded difference, for the gradient's direction
 };
 
-__device__ __forceinline__ l1_elem l1_difference(double xr, double xi, double yr, double yi,
-                                                 bool is_complex) {
+template <bool COMP, bool CPLX>
+__device__ __forceinline__ l1_elem l1_difference(double xr, double xi, double yr, double yi) {
     l1_elem r;
-    l1_dd re = l1_two_sum(xr, -yr);
-    if (!isfinite(re.hi)) re.lo = 0.0;
-    r.dre = re.hi;
-    if (is_complex) {
-        l1_dd im = l1_two_sum(xi, -yi);
-        if (!isfinite(im.hi)) im.lo = 0.0;
-        r.dim = im.hi;
-        r.mag = l1_dd_hypot(re, im);
+    if (COMP) {
+        l1_dd re = l1_two_sum(xr, -yr);
+        if (!isfinite(re.hi)) re.lo = 0.0;
+        r.dre = re.hi;
+        if (CPLX) {
+            l1_dd im = l1_two_sum(xi, -yi);
+            if (!isfinite(im.hi)) im.lo = 0.0;
+            r.dim = im.hi;
+            r.mag = l1_dd_hypot(re, im);
+        } else {
+            r.dim = 0.0;
+            r.mag.hi = fabs(re.hi);
+            r.mag.lo = re.hi < 0.0 ? -re.lo : re.lo;
+        }
     } else {
-        r.dim = 0.0;
-        r.mag.hi = fabs(re.hi);
-        r.mag.lo = re.hi < 0.0 ? -re.lo : re.lo;
+        r.dre = xr - yr;
+        r.dim = CPLX ? xi - yi : 0.0;
+        r.mag.hi = CPLX ? hypot(r.dre, r.dim) : fabs(r.dre);
+        r.mag.lo = 0.0;
     }
     return r;
 }
 
-// w * |d| as a double word (w exact in double).
-__device__ __forceinline__ l1_dd l1_weigh(l1_dd mag, double w) {
-    l1_dd t;
-    t.hi = __dmul_rn(mag.hi, w);
-    t.lo = isfinite(t.hi) ? fma(mag.hi, w, -t.hi) + mag.lo * w : 0.0;
-    return t;
-}
-
-// The subgradient sign(d) * scale (complex: d/|d| * scale), as (re, im) in double.
-__device__ __forceinline__ void l1_direction(const l1_elem& e, double scale, bool is_complex,
-                                             double& gre, double& gim) {
-    if (is_complex) {
+// sign(d), or d / |d| for complex d (NaN where |d| is not finite, 0 at 0).
+template <bool CPLX>
+__device__ __forceinline__ void l1_direction(const l1_elem& e, double& ure, double& uim) {
+    if (CPLX) {
         if (!isfinite(e.mag.hi)) {
-            gre = gim = __longlong_as_double(0x7ff8000000000000LL);
+            ure = uim = __longlong_as_double(0x7ff8000000000000LL);
         } else if (e.mag.hi == 0.0) {
-            gre = 0.0 * scale; gim = 0.0 * scale;
+            ure = 0.0; uim = 0.0;
         } else {
             const double tweak = e.mag.lo / e.mag.hi;
-            double ur = e.dre / e.mag.hi; ur -= ur * tweak;
-            double ui = e.dim / e.mag.hi; ui -= ui * tweak;
-            gre = ur * scale; gim = ui * scale;
+            ure = e.dre / e.mag.hi; ure = ure - ure * tweak;
+            uim = e.dim / e.mag.hi; uim = uim - uim * tweak;
         }
     } else {
         const double d = e.dre;
-        const double sign = d > 0.0 ? 1.0 : (d < 0.0 ? -1.0 : (d == 0.0 ? 0.0 : d));
-        gre = sign * scale; gim = 0.0;
+        double unit = d > 0.0 ? 1.0 : -1.0;
+        unit = d != 0.0 ? unit : 0.0;
+        ure = d == d ? unit : d;
+        uim = 0.0;
     }
 }
 
-__device__ __forceinline__ double l1_scale(const Geometry& geo, double g, double w,
-                                           double divisor) {
-    double s = g;
-    if (geo.flags & L1_WEIGHT) s = s * w;
-    if (geo.flags & L1_MEAN) s = s / ((geo.flags & L1_DIVISOR_ARRAY) ? divisor : geo.mean_count);
-    return s;
-}
-
-// Offsets of every operand for a C-order index over ``n`` dims of ``shape``.
-__device__ __forceinline__ void l1_offsets(long long index, int n, const long long* shape,
-                                           const long long (*stride)[L1_MAXD],
-                                           long long* offset) {
-    #pragma unroll
-    for (int k = 0; k < L1_NOPS; ++k) offset[k] = 0;
-    #pragma unroll
-    for (int d = L1_MAXD - 1; d >= 0; --d) {
-        if (d < n) {
-            const long long c = index % shape[d];
-            index /= shape[d];
-            #pragma unroll
-            for (int k = 0; k < L1_NOPS; ++k) offset[k] += c * stride[k][d];
-        }
-    }
+// The gradient's scale from grad_output and the row's count or Σw.
+__device__ __forceinline__ double l1_scale(long long kind, double g, double count, double sw) {
+    if (kind == L1_SCALE_BY_COUNT) return g / count;
+    if (kind == L1_SCALE_BY_WEIGHT_SUM) return g / sw;
+    return g;
 }
 
 // ----- fixed-order block reduction of two double words (result in thread 0) ---------------
@@ -397,7 +302,7 @@ __device__ __forceinline__ void l1_block_reduce(l1_dd& a, l1_dd& b) {
         b = l1_dd_add(b, l1_shfl_down(b, offset));
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int warps = (blockDim.x + 31) >> 5;
+    const int warps = blockDim.x >> 5;
     if (lane == 0) {
         shared[0][warp] = a.hi; shared[1][warp] = a.lo;
         shared[2][warp] = b.hi; shared[3][warp] = b.lo;
@@ -413,296 +318,321 @@ __device__ __forceinline__ void l1_block_reduce(l1_dd& a, l1_dd& b) {
             b = l1_dd_add(b, l1_shfl_down(b, offset));
         }
     }
-    __syncthreads();  // ``shared`` is reused by the next row
+    __syncthreads();  // ``shared`` is reused by the next work item
 }
 
 // ----- finishing a row ---------------------------------------------------------------------
 
+// a: Σ w·|d| (or Σ w, or the gradient's real part), b: Σ w (or its imaginary part).
 template <class Tag>
-__device__ __forceinline__ void l1_finish_row(const Geometry& geo, long long row, l1_dd a, l1_dd b,
+__device__ __forceinline__ void l1_finish_row(long long op, long long finish, long long row,
+                                              const Layout& lay, l1_dd a, l1_dd b,
                                               typename Tag::storage* gx,
-                                              typename Tag::real* loss, double* divisor) {
-    if (geo.op == L1_OP_LOSS && (geo.flags & L1_RAW)) {
-        double* p = divisor + 4 * row;
-        p[0] = a.hi; p[1] = a.lo; p[2] = b.hi; p[3] = b.lo;
-    } else if (geo.op == L1_OP_LOSS) {
-        double v;
-        if (!(geo.flags & L1_MEAN)) {
-            v = l1_dd_value(a);
-        } else if (geo.flags & L1_WEIGHT) {
-            v = l1_dd_div(a, b);
-        } else {
-            l1_dd c; c.hi = geo.mean_count; c.lo = 0.0;
-            v = l1_dd_div(a, c);
-        }
-        l1_join(v, 0.0, loss[row]);
-    } else if (geo.op == L1_OP_WSUM) {
-        divisor[row] = l1_dd_value(a);
-    } else {
+                                              typename Tag::real* out, double* words) {
+    if (finish == L1_FINISH_NONE) {
+        words[row] = a.hi; words[lay.rows + row] = a.lo;
+        words[2 * lay.rows + row] = b.hi; words[3 * lay.rows + row] = b.lo;
+    } else if (op & L1_OP_WEIGHT_SUM) {
+        words[row] = l1_dd_value(a);
+    } else if (op & L1_OP_GRAD_SUM) {
         l1_join(l1_dd_value(a), l1_dd_value(b), gx[row]);
+    } else if (finish == L1_FINISH_MEAN_BY_COUNT) {
+        l1_dd c; c.hi = (double)lay.count; c.lo = 0.0;
+        l1_narrow(l1_dd_div(a, c), out[row]);
+    } else if (finish == L1_FINISH_MEAN_BY_WEIGHT) {
+        l1_narrow(l1_dd_div(a, b), out[row]);
+    } else {
+        l1_narrow(l1_dd_value(a), out[row]);
     }
 }
 
-// ----- the reduction pass ------------------------------------------------------------------
-
-template <class Tag, int VEC>
-__device__ __forceinline__ void l1_visit(const Geometry& geo, const long long* off, bool is_complex,
-                                         typename Tag::storage x, typename Tag::storage y,
-                                         const typename Tag::real* __restrict__ w,
-                                         const typename Tag::real* __restrict__ g,
-                                         const double* __restrict__ dv,
-                                         typename Tag::storage* __restrict__ gx,
-                                         l1_dd& a, l1_dd& b) {
-    const bool weighted = geo.flags & L1_WEIGHT;
-    const double wv = weighted ? l1_real(w[off[L1_W]]) : 1.0;
-    if (geo.op == L1_OP_WSUM) {
-        l1_dd t; t.hi = wv; t.lo = 0.0;
-        a = l1_dd_add(a, t);
-        return;
-    }
-    double xr, xi, yr, yi;
-    l1_split(x, xr, xi);
-    l1_split(y, yr, yi);
-    const l1_elem e = l1_difference(xr, xi, yr, yi, is_complex);
-    const bool need_grad = geo.op == L1_OP_GRADSUM || (geo.flags & L1_WRITE_GRAD);
-    if (geo.op == L1_OP_LOSS) {
-        a = l1_dd_add(a, weighted ? l1_weigh(e.mag, wv) : e.mag);
-        if (weighted) { l1_dd t; t.hi = wv; t.lo = 0.0; b = l1_dd_add(b, t); }
-    }
-    if (need_grad) {
-        const double gv = (geo.flags & L1_G_ARRAY) ? l1_real(g[off[L1_G]]) : geo.g_scalar;
-        const double divisor = (geo.flags & L1_DIVISOR_ARRAY) ? dv[off[L1_D]] : 1.0;
-        double gre, gim;
-        l1_direction(e, l1_scale(geo, gv, wv, divisor), is_complex, gre, gim);
-        if (geo.op == L1_OP_GRADSUM) {
-            l1_dd t; t.hi = gre; t.lo = 0.0; a = l1_dd_add(a, t);
-            t.hi = gim; b = l1_dd_add(b, t);
-        } else {
-            l1_join(gre, gim, gx[off[L1_GX]]);
-        }
-    }
-}
-
-template <class Tag, int VEC>
-__global__ void l1_rows(const Geometry geo,
-                        const typename Tag::storage* __restrict__ x,
-                        const typename Tag::storage* __restrict__ y,
-                        const typename Tag::real* __restrict__ w,
-                        const typename Tag::real* __restrict__ g,
-                        const double* __restrict__ dv,
-                        typename Tag::storage* __restrict__ gx,
-                        typename Tag::real* __restrict__ loss,
-                        double* __restrict__ divisor,
-                        double* __restrict__ partials) {
-    typedef typename Tag::storage S;
-    typedef typename Tag::real R;
-    const bool is_complex = sizeof(S) != sizeof(R);
-    const long long threads = blockDim.x;
-    const long long start = (long long)blockIdx.x * threads + threadIdx.x;
-    const long long step = geo.chunks * threads;
-    const bool need_xy = geo.op != L1_OP_WSUM;
-    const bool weighted = geo.flags & L1_WEIGHT;
-    const bool write_grad = geo.op == L1_OP_LOSS && (geo.flags & L1_WRITE_GRAD);
-    for (long long row = blockIdx.y; row < geo.rows; row += gridDim.y) {
-        long long base[L1_NOPS];
-        l1_offsets(row, (int)geo.nk, geo.kshape, geo.kstride, base);
-        l1_dd a, b;
-        a.hi = a.lo = b.hi = b.lo = 0.0;
-        if (VEC == 0) {
-            for (long long r = start; r < geo.count; r += step) {
-                long long off[L1_NOPS];
-                l1_offsets(r, (int)geo.nr, geo.rshape, geo.rstride, off);
-                #pragma unroll
-                for (int k = 0; k < L1_NOPS; ++k) off[k] += base[k];
-                l1_visit<Tag, VEC>(geo, off, is_complex, need_xy ? x[off[L1_X]] : S(),
-                                   need_xy ? y[off[L1_Y]] : S(), w, g, dv, gx, a, b);
-            }
-        } else {
-            // Contiguous rows: element r of the row is at base + r for x, y, w and gx, and g and
-            // d are per row.  The host guarantees 16-byte alignment of every row when VEC > 1.
-            const int lanes = VEC > 0 ? VEC : 1;
-            const long long vectors = geo.count / lanes;
-            for (long long v = start; v < vectors; v += step) {
-                const long long first = base[L1_X] + v * lanes;
-                L1Pack<S, lanes> xs, ys, gs;
-                L1Pack<R, lanes> ws;
-                if (need_xy) {
-                    xs = l1_load_pack<S, lanes>(x, first / lanes);
-                    ys = l1_load_pack<S, lanes>(y, first / lanes);
-                }
-                if (weighted) ws = l1_load_pack<R, lanes>(w, first / lanes);
-                #pragma unroll
-                for (int lane = 0; lane < lanes; ++lane) {
-                    long long off[L1_NOPS];
-                    off[L1_X] = off[L1_Y] = first + lane;
-                    off[L1_W] = off[L1_GX] = lane;  // into the local packs
-                    off[L1_G] = base[L1_G];
-                    off[L1_D] = base[L1_D];
-                    l1_visit<Tag, VEC>(geo, off, is_complex, xs.v[lane], ys.v[lane], ws.v, g, dv,
-                                       gs.v, a, b);
-                }
-                if (write_grad) l1_store_pack<S, lanes>(gx, first / lanes, gs);
-            }
-            for (long long r = vectors * lanes + start; r < geo.count; r += step) {
-                long long off[L1_NOPS];
-                off[L1_X] = off[L1_Y] = off[L1_W] = off[L1_GX] = base[L1_X] + r;
-                off[L1_G] = base[L1_G];
-                off[L1_D] = base[L1_D];
-                l1_visit<Tag, VEC>(geo, off, is_complex, need_xy ? x[off[L1_X]] : S(),
-                                   need_xy ? y[off[L1_Y]] : S(), w, g, dv, gx, a, b);
-            }
-        }
-        if (geo.op == L1_OP_LOSS && !(geo.flags & L1_WRITE_LOSS)) continue;
-        l1_block_reduce(a, b);
-        if (threadIdx.x == 0) {
-            if (geo.chunks == 1) {
-                l1_finish_row<Tag>(geo, row, a, b, gx, loss, divisor);
-            } else {
-                double* p = partials + 4 * (row * geo.chunks + blockIdx.x);
-                p[0] = a.hi; p[1] = a.lo; p[2] = b.hi; p[3] = b.lo;
-            }
-        }
-    }
-}
-
-// One block per row: the row's chunk partial sums, combined in a fixed order.
+// Sums the block; thread 0 finishes the row or stores the chunk's sums.
 template <class Tag>
-__global__ void l1_finish(const Geometry geo, const double* __restrict__ partials,
-                          typename Tag::storage* __restrict__ gx,
-                          typename Tag::real* __restrict__ loss,
-                          double* __restrict__ divisor) {
-    for (long long row = blockIdx.x; row < geo.rows; row += gridDim.x) {
+__device__ __forceinline__ void l1_close(long long op, long long finish, long long item,
+                                         long long row, const Layout& lay, l1_dd a, l1_dd b,
+                                         typename Tag::storage* gx, typename Tag::real* out,
+                                         double* words, double* partials) {
+    l1_block_reduce(a, b);
+    if (threadIdx.x != 0) return;
+    if (lay.chunks == 1) {
+        l1_finish_row<Tag>(op, finish, row, lay, a, b, gx, out, words);
+    } else {
+        const long long items = lay.rows * lay.chunks;
+        partials[item] = a.hi; partials[items + item] = a.lo;
+        partials[2 * items + item] = b.hi; partials[3 * items + item] = b.lo;
+    }
+}
+
+// ----- one element of any pass --------------------------------------------------------------
+
+// Updates the sums and returns the gradient (re, im) and the elementwise loss.
+template <class Tag>
+__device__ __forceinline__ void l1_visit(long long op, double xr, double xi, double yr, double yi,
+                                         double wv, double scale, l1_dd& a, l1_dd& b,
+                                         double& gre, double& gim, double& value) {
+    constexpr bool COMP = sizeof(typename Tag::real) == 8;
+    constexpr bool CPLX = sizeof(typename Tag::storage) != sizeof(typename Tag::real);
+    const bool weighted = op & L1_OP_WEIGHT;
+    if (op & L1_OP_WEIGHT_SUM) { l1_accumulate<COMP>(a, wv, 0.0); return; }
+    const l1_elem e = l1_difference<COMP, CPLX>(xr, xi, yr, yi);
+    if (op & (L1_OP_GRAD | L1_OP_GRAD_SUM)) {
+        double ure, uim;
+        l1_direction<CPLX>(e, ure, uim);
+        const double factor = weighted ? scale * wv : scale;
+        gre = ure * factor; gim = uim * factor;
+    }
+    const l1_dd term = weighted ? l1_weigh<COMP>(e.mag, wv) : e.mag;
+    if (op & L1_OP_LOSS) {
+        l1_accumulate<COMP>(a, term.hi, term.lo);
+        if (weighted) l1_accumulate<COMP>(b, wv, 0.0);
+    }
+    if (op & L1_OP_GRAD_SUM) {
+        l1_accumulate<COMP>(a, gre, 0.0);
+        l1_accumulate<COMP>(b, gim, 0.0);
+    }
+    if (op & L1_OP_NONE_OUT) value = l1_dd_value(term);
+}
+
+// ----- dense rows ----------------------------------------------------------------------------
+
+template <class Tag, int OPS, int FINISH>
+__global__ void __launch_bounds__(256, 5)
+l1_dense(const Layout lay,
+         const typename Tag::storage* __restrict__ x,
+         const typename Tag::storage* __restrict__ y,
+         const typename Tag::real* __restrict__ w,
+         const typename Tag::real* __restrict__ g,
+         const double* __restrict__ sw,
+         typename Tag::storage* __restrict__ gx,
+         typename Tag::real* __restrict__ none,
+         typename Tag::real* __restrict__ out,
+         double* __restrict__ words,
+         double* __restrict__ partials) {
+    typedef typename Tag::storage S;
+    constexpr int L = L1Pack<S>::lanes;
+    constexpr bool WEIGHTED = OPS & L1_OP_WEIGHT;
+    constexpr bool GRAD = OPS & L1_OP_GRAD;
+    constexpr bool NONE_OUT = OPS & L1_OP_NONE_OUT;
+    constexpr bool WEIGHT_SUM = OPS & L1_OP_WEIGHT_SUM;
+    constexpr bool G_ELEMENTS = (OPS & L1_OP_ELEMENTWISE) && (OPS & L1_OP_G_ARRAY);
+    constexpr bool SUMS = OPS & (L1_OP_LOSS | L1_OP_WEIGHT_SUM);
+    constexpr bool PICK = GRAD && !WEIGHTED && !G_ELEMENTS;
+    const long long threads = blockDim.x;
+    const long long full = lay.count / L;
+    const long long stride = threads * lay.iters;
+    for (long long item = blockIdx.x; item < lay.rows * lay.chunks; item += gridDim.x) {
+        const long long row = item / lay.chunks;
+        const long long start = (item - row * lay.chunks) * stride;
+        double scale = lay.g_scalar;
+        if (GRAD && !(OPS & L1_OP_ELEMENTWISE)) {
+            const double gv = (lay.op & L1_OP_G_ARRAY) ? l1_widen(g[row * lay.kstride[L1_G][0]])
+                                                      : lay.g_scalar;
+            const double swv = lay.scale == L1_SCALE_BY_WEIGHT_SUM ? sw[row] : 1.0;
+            scale = l1_scale(lay.scale, gv, lay.scale_count, swv);
+        }
+        S positive, negative, tie;  // unweighted: a row's gradient takes these three values
+        l1_join(scale, 0.0, positive); l1_join(-scale, 0.0, negative);
+        l1_join(0.0 * scale, 0.0, tie);
         l1_dd a, b;
         a.hi = a.lo = b.hi = b.lo = 0.0;
-        const double* p = partials + 4 * row * geo.chunks;
-        for (long long c = threadIdx.x; c < geo.chunks; c += blockDim.x) {
+        // This thread's vectors: start + its index, then every ``threads``-th, in the chunk.
+        long long v = row * full + start + threadIdx.x;
+        const long long end = row * full + (full < start + stride ? full : start + stride);
+        for (; v < end; v += threads) {
+            L1Pack<S> xs, ys, ws, gs, grads, values;
+            if (!WEIGHT_SUM) { xs = l1_load_pack<S>(x, v); ys = l1_load_pack<S>(y, v); }
+            if (WEIGHTED) ws = l1_load_pack<S>(w, v);
+            if (G_ELEMENTS) gs = l1_load_pack<S>(g, v);
+            #pragma unroll
+            for (int lane = 0; lane < L; ++lane) {
+                const double wv = WEIGHTED ? l1_widen(ws.v[lane]) : 1.0;
+                const double xv = WEIGHT_SUM ? 0.0 : l1_widen(xs.v[lane]);
+                const double yv = WEIGHT_SUM ? 0.0 : l1_widen(ys.v[lane]);
+                double gre = 0.0, gim = 0.0, value = 0.0;
+                const double lane_scale = G_ELEMENTS ? l1_widen(gs.v[lane]) : scale;
+                l1_visit<Tag>(OPS, xv, 0.0, yv, 0.0, wv, lane_scale, a, b, gre, gim, value);
+                if (PICK) {
+                    const double d = xv - yv;
+                    S picked = d > 0.0 ? positive : negative;
+                    picked = d != 0.0 ? picked : tie;
+                    if (d == d) grads.v[lane] = picked; else l1_join(d, 0.0, grads.v[lane]);
+                } else if (GRAD) {
+                    l1_join(gre, gim, grads.v[lane]);
+                }
+                if (NONE_OUT) l1_join(value, 0.0, values.v[lane]);
+            }
+            if (GRAD) l1_store_pack<S>(gx, v, grads);
+            if (NONE_OUT) l1_store_pack<S>(none, v, values);
+        }
+        if (v == (row + 1) * full && full < start + stride) {  // the last, partial vector
+            #pragma unroll
+            for (int lane = 0; lane < L - 1; ++lane) {
+                const long long e = row * lay.count + full * L + lane;
+                if (full * L + lane >= lay.count) break;
+                const double wv = WEIGHTED ? l1_widen(w[e]) : 1.0;
+                const double xv = WEIGHT_SUM ? 0.0 : l1_widen(x[e]);
+                const double yv = WEIGHT_SUM ? 0.0 : l1_widen(y[e]);
+                double gre = 0.0, gim = 0.0, value = 0.0;
+                const double lane_scale = G_ELEMENTS ? l1_widen(g[e]) : scale;
+                l1_visit<Tag>(OPS, xv, 0.0, yv, 0.0, wv, lane_scale, a, b, gre, gim, value);
+                if (GRAD) l1_join(gre, gim, gx[e]);
+                if (NONE_OUT) l1_join(value, 0.0, none[e]);
+            }
+        }
+        if (SUMS) l1_close<Tag>(OPS, FINISH, item, row, lay, a, b, gx, out, words, partials);
+    }
+}
+
+// ----- any layout ----------------------------------------------------------------------------
+
+// Offsets of every operand for a C-order index over ``n`` dims of ``shape``.
+__device__ __forceinline__ void l1_offsets(long long index, int n, const long long* shape,
+                                           const long long (*stride)[L1_MAXD],
+                                           long long* offset) {
+    #pragma unroll
+    for (int k = 0; k < L1_NOPS; ++k) offset[k] = 0;
+    #pragma unroll
+    for (int d = L1_MAXD - 1; d >= 0; --d) {
+        if (d < n) {
+            const long long c = index % shape[d];
+            index /= shape[d];
+            #pragma unroll
+            for (int k = 0; k < L1_NOPS; ++k) offset[k] += c * stride[k][d];
+        }
+    }
+}
+
+template <class Tag>
+__global__ void
+l1_strided(const Layout lay,
+           const typename Tag::storage* __restrict__ x,
+           const typename Tag::storage* __restrict__ y,
+           const typename Tag::real* __restrict__ w,
+           const typename Tag::real* __restrict__ g,
+           const double* __restrict__ sw,
+           typename Tag::storage* __restrict__ gx,
+           typename Tag::real* __restrict__ none,
+           typename Tag::real* __restrict__ out,
+           double* __restrict__ words,
+           double* __restrict__ partials) {
+    const long long op = lay.op;
+    const bool sums = op & (L1_OP_LOSS | L1_OP_WEIGHT_SUM | L1_OP_GRAD_SUM);
+    const long long threads = blockDim.x;
+    const long long vectors = (lay.count + lay.lanes - 1) / lay.lanes;
+    const long long stride = threads * lay.iters;
+    for (long long item = blockIdx.x; item < lay.rows * lay.chunks; item += gridDim.x) {
+        const long long row = item / lay.chunks;
+        const long long first = (item - row * lay.chunks) * stride + threadIdx.x;
+        long long base[L1_NOPS];
+        l1_offsets(row, (int)lay.nk, lay.kshape, lay.kstride, base);
+        l1_dd a, b;
+        a.hi = a.lo = b.hi = b.lo = 0.0;
+        for (long long k = 0; k < lay.iters; ++k) {
+            const long long v = first + k * threads;
+            if (v >= vectors) break;
+            const long long stop = v * lay.lanes + lay.lanes < lay.count ? v * lay.lanes + lay.lanes
+                                                                         : lay.count;
+            for (long long e = v * lay.lanes; e < stop; ++e) {
+                long long off[L1_NOPS];
+                l1_offsets(e, (int)lay.nr, lay.rshape, lay.rstride, off);
+                #pragma unroll
+                for (int n = 0; n < L1_NOPS; ++n) off[n] += base[n];
+                const double wv = (op & L1_OP_WEIGHT) ? l1_widen(w[off[L1_W]]) : 1.0;
+                double xr = 0.0, xi = 0.0, yr = 0.0, yi = 0.0;
+                if (!(op & L1_OP_WEIGHT_SUM)) {
+                    l1_split(x[off[L1_X]], xr, xi);
+                    l1_split(y[off[L1_Y]], yr, yi);
+                }
+                const double gv = (op & L1_OP_G_ARRAY) ? l1_widen(g[off[L1_G]]) : lay.g_scalar;
+                const double swv = lay.scale == L1_SCALE_BY_WEIGHT_SUM ? sw[off[L1_SW]] : 1.0;
+                const double scale = l1_scale(lay.scale, gv, lay.scale_count, swv);
+                double gre = 0.0, gim = 0.0, value = 0.0;
+                l1_visit<Tag>(op, xr, xi, yr, yi, wv, scale, a, b, gre, gim, value);
+                if (op & L1_OP_GRAD) l1_join(gre, gim, gx[off[L1_GRAD]]);
+                if (op & L1_OP_NONE_OUT) l1_join(value, 0.0, none[off[L1_NONE]]);
+            }
+        }
+        if (sums) l1_close<Tag>(op, lay.finish, item, row, lay, a, b, gx, out, words, partials);
+    }
+}
+
+// ----- chunk sums ----------------------------------------------------------------------------
+
+template <class Tag>
+__global__ void
+l1_finish(const Layout lay, const double* __restrict__ partials,
+          typename Tag::storage* __restrict__ gx, typename Tag::real* __restrict__ out,
+          double* __restrict__ words) {
+    const long long items = lay.rows * lay.chunks;
+    for (long long row = blockIdx.x; row < lay.rows; row += gridDim.x) {
+        l1_dd a, b;
+        a.hi = a.lo = b.hi = b.lo = 0.0;
+        for (long long c = row * lay.chunks + threadIdx.x; c < (row + 1) * lay.chunks;
+             c += blockDim.x) {
             l1_dd pa, pb;
-            pa.hi = p[4 * c]; pa.lo = p[4 * c + 1];
-            pb.hi = p[4 * c + 2]; pb.lo = p[4 * c + 3];
+            pa.hi = partials[c]; pa.lo = partials[items + c];
+            pb.hi = partials[2 * items + c]; pb.lo = partials[3 * items + c];
             a = l1_dd_add(a, pa);
             b = l1_dd_add(b, pb);
         }
         l1_block_reduce(a, b);
-        if (threadIdx.x == 0) l1_finish_row<Tag>(geo, row, a, b, gx, loss, divisor);
-    }
-}
-
-// ----- reduction="none" --------------------------------------------------------------------
-
-template <class Tag>
-__device__ __forceinline__ void l1_pointwise(const Geometry& geo, bool is_complex,
-                                             typename Tag::storage x, typename Tag::storage y,
-                                             double wv, double gv,
-                                             typename Tag::real& loss,
-                                             typename Tag::storage& grad) {
-    double xr, xi, yr, yi;
-    l1_split(x, xr, xi);
-    l1_split(y, yr, yi);
-    const l1_elem e = l1_difference(xr, xi, yr, yi, is_complex);
-    if (geo.flags & L1_WRITE_LOSS) {
-        const l1_dd t = (geo.flags & L1_WEIGHT) ? l1_weigh(e.mag, wv) : e.mag;
-        l1_join(l1_dd_value(t), 0.0, loss);
-    }
-    if (geo.flags & L1_WRITE_GRAD) {
-        double gre, gim;
-        l1_direction(e, l1_scale(geo, gv, wv, 1.0), is_complex, gre, gim);
-        l1_join(gre, gim, grad);
-    }
-}
-
-template <class Tag, int VEC>
-__global__ void l1_elementwise(const Geometry geo,
-                               const typename Tag::storage* __restrict__ x,
-                               const typename Tag::storage* __restrict__ y,
-                               const typename Tag::real* __restrict__ w,
-                               const typename Tag::real* __restrict__ g,
-                               typename Tag::storage* __restrict__ gx,
-                               typename Tag::real* __restrict__ loss) {
-    typedef typename Tag::storage S;
-    typedef typename Tag::real R;
-    const bool is_complex = sizeof(S) != sizeof(R);
-    const bool weighted = geo.flags & L1_WEIGHT;
-    const bool g_array = geo.flags & L1_G_ARRAY;
-    const long long start = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long step = (long long)gridDim.x * blockDim.x;
-    if (VEC == 0) {
-        for (long long i = start; i < geo.rows; i += step) {
-            long long off[L1_NOPS];
-            l1_offsets(i, (int)geo.nk, geo.kshape, geo.kstride, off);
-            const double wv = weighted ? l1_real(w[off[L1_W]]) : 1.0;
-            const double gv = g_array ? l1_real(g[off[L1_G]]) : geo.g_scalar;
-            S grad;
-            R value;
-            l1_pointwise<Tag>(geo, is_complex, x[off[L1_X]], y[off[L1_Y]], wv, gv, value, grad);
-            if (geo.flags & L1_WRITE_LOSS) loss[i] = value;
-            if (geo.flags & L1_WRITE_GRAD) gx[i] = grad;
-        }
-    } else {
-        // Contiguous and aligned: x, y, w, loss and gx are dense; g is dense or a scalar.
-        const int lanes = VEC > 0 ? VEC : 1;
-        const long long vectors = geo.rows / lanes;
-        const long long g_step = geo.kstride[L1_G][0];
-        for (long long v = start; v < vectors; v += step) {
-            const L1Pack<S, lanes> xs = l1_load_pack<S, lanes>(x, v);
-            const L1Pack<S, lanes> ys = l1_load_pack<S, lanes>(y, v);
-            L1Pack<R, lanes> ws;
-            if (weighted) ws = l1_load_pack<R, lanes>(w, v);
-            L1Pack<S, lanes> gs;
-            L1Pack<R, lanes> values;
-            #pragma unroll
-            for (int lane = 0; lane < lanes; ++lane) {
-                const long long i = v * lanes + lane;
-                const double wv = weighted ? l1_real(ws.v[lane]) : 1.0;
-                const double gv = g_array ? l1_real(g[i * g_step]) : geo.g_scalar;
-                l1_pointwise<Tag>(geo, is_complex, xs.v[lane], ys.v[lane], wv, gv,
-                                  values.v[lane], gs.v[lane]);
-            }
-            if (geo.flags & L1_WRITE_LOSS) l1_store_pack<R, lanes>(loss, v, values);
-            if (geo.flags & L1_WRITE_GRAD) l1_store_pack<S, lanes>(gx, v, gs);
-        }
-        for (long long i = vectors * lanes + start; i < geo.rows; i += step) {
-            const double wv = weighted ? l1_real(w[i]) : 1.0;
-            const double gv = g_array ? l1_real(g[i * g_step]) : geo.g_scalar;
-            S grad;
-            R value;
-            l1_pointwise<Tag>(geo, is_complex, x[i], y[i], wv, gv, value, grad);
-            if (geo.flags & L1_WRITE_LOSS) loss[i] = value;
-            if (geo.flags & L1_WRITE_GRAD) gx[i] = grad;
+        if (threadIdx.x == 0) {
+            l1_finish_row<Tag>(lay.op, lay.finish, row, lay, a, b, gx, out, words);
         }
     }
 }
 """
+)
 
 
-def specialization(kernel: str, dtype: str, vec: int | None = None) -> str:
+def specialization(kernel: str, dtype: str, ops: int = 0, finish: int = 0) -> str:
     """The C++ name expression of one kernel specialization.
 
     Parameters
     ----------
     kernel : str
-        "l1_rows", "l1_elementwise" or "l1_finish".
+        "l1_dense", "l1_strided" or "l1_finish".
     dtype : str
         The compute dtype ("float32", "complex64", ...).
-    vec : int or None
-        0 (strided), 1 (contiguous) or the 128-bit lane count; None for "l1_finish".
+    ops, finish : int
+        The dense kernel's :class:`Op` bits and :class:`~l1backends.semantics.Finish` code.
 
     Returns
     -------
     str
-        Such as ``"l1_rows<F32, 4>"``.
+        Such as ``"l1_dense<F32, 1, 2>"``.
     """
-    tag = TAGS[dtype][0]
-    if kernel == "l1_finish":
-        return f"l1_finish<{tag}>"
-    return f"{kernel}<{tag}, {vec}>"
+    tag = TAGS[dtype]
+    if kernel == "l1_dense":
+        return f"l1_dense<{tag}, {int(ops)}, {int(finish)}>"
+    return f"{kernel}<{tag}>"
+
+
+def dense_variants() -> tuple[tuple[Op, int], ...]:
+    """Every (ops, finish) the dense kernel is launched with (see ``_plan.dense_key``)."""
+    from ...semantics import Finish
+
+    variants = [(Op.WEIGHT_SUM | Op.WEIGHT, Finish.SUM)]
+    for weight in (Op(0), Op.WEIGHT):
+        mean = Finish.MEAN_BY_WEIGHT if weight else Finish.MEAN_BY_COUNT
+        for finish in (Finish.SUM, mean):
+            variants += [(Op.LOSS | weight, finish), (Op.LOSS | Op.GRAD | weight, finish)]
+        variants += [(Op.LOSS | weight, Finish.NONE), (Op.GRAD | weight, Finish.NONE)]
+        elementwise = Op.ELEMENTWISE | weight
+        variants.append((elementwise | Op.NONE_OUT, Finish.NONE))
+        for g in (Op(0), Op.G_ARRAY):
+            variants += [
+                (elementwise | Op.GRAD | g, Finish.NONE),
+                (elementwise | Op.GRAD | Op.NONE_OUT | g, Finish.NONE),
+            ]
+    return tuple((ops, int(finish)) for ops, finish in variants)
 
 
 def name_expressions() -> tuple[str, ...]:
     """Every specialization the backend can launch, in a fixed order."""
     names = []
-    for dtype, (_, lanes) in TAGS.items():
-        for kernel in ("l1_rows", "l1_elementwise"):
-            for vec in sorted({0, 1, lanes}):
-                names.append(specialization(kernel, dtype, vec))
-        names.append(specialization("l1_finish", dtype))
+    for dtype in TAGS:
+        if dtype in DENSE_TAGS:
+            names += [specialization("l1_dense", dtype, ops, fin) for ops, fin in dense_variants()]
+        names += [specialization("l1_strided", dtype), specialization("l1_finish", dtype)]
     return tuple(names)

@@ -1,15 +1,21 @@
-"""Host side of the numba-cuda backend: operands, launches and results.
+"""Host side of the numba-cuda backend: operands, passes, launches and results.
 
-Nothing here waits for the device: every kernel is queued on the input's
-stream (a foreign ``__cuda_array_interface__`` stream included, imported with
-``sync=False``), results are device arrays on that stream, and the grid of
-every launch depends on the problem's shape alone, so results are bitwise
-reproducible on any GPU.
+Nothing here waits for the device: every kernel is queued on the input's stream
+(a foreign ``__cuda_array_interface__`` stream included, imported with
+``sync=False``), and results are device arrays on that stream.  A call allocates
+at most three device buffers (the loss, the gradient and one scratch buffer for
+Σw and the chunk sums), from CuPy's memory pool when the process uses CuPy, else
+from numba's memory manager (which numba's EMM plugin interface can make a pool,
+such as RMM's).  Every launch is cut by :func:`~.._cuda_launch.partition`, which
+depends on sizes and the dtype alone, so results are bitwise reproducible on any
+GPU and for any layout whose reduced axes walk memory in the same order.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -20,43 +26,115 @@ from numba import cuda
 
 from ..._typing import Array
 from ...semantics import Plan
-from .._cuda_launch import MAX_BLOCKS, THREADS_PER_BLOCK, WARP_SIZE, chunked_launch, flat_launch
-from .._fused import FusedPassBackend
-from . import _kernels as k
-from ._layout import Space, broadcast_strides, build_space, c_strides
+from .._cuda_launch import (
+    FINISH_THREADS,
+    MAX_GRID,
+    THREADS_PER_BLOCK,
+    WARP_SIZE,
+    group_dims,
+    limit_reason,
+)
+from .._cuda_passes import (
+    OPERANDS,
+    Access,
+    PassPlan,
+    is_dense,
+    partials_pass,
+    path_names,
+    plan_passes,
+    scratch_words,
+)
+from .._fused import FusedPassBackend, Request
+from .._iteration import (
+    broadcast_strides,
+    build_space,
+    c_strides,
+    element_strides,
+    reduced_axis_strides,
+)
+from .._paths import KernelPaths
+from ._device import SIMULATOR, Operand, Sink
+from ._kernels import LAUNCH_BOUNDS, Layout, Spec, make_kernels
+from ._memory import allocate
 
-__all__ = ["NumbaCudaBackend", "backend"]
+__all__ = ["PATHS", "NumbaCudaBackend", "backend"]
 
-_KINDS = {"float64": k.KIND_F64, "float32": k.KIND_F32, "float16": k.KIND_F16}
-_VECTOR_DTYPES = ("float16", "float32", "float64")
+#: The kernel paths, named ``kernel:pass``, and the smallest calls that take them under the
+#: simulator (32 threads per block; on a GPU 256).  ``dense`` needs real operands of the
+#: compute dtype, 16-byte aligned, whose rows lie back to back (C order over the kept then
+#: the reduced axes); anything else (complex, strided, reversed, misaligned such as
+#: ``x[1:]``, mixed dtypes, a broadcast weight) is ``strided``.
+#:
+#: - ``*:loss``: ``l1_loss`` or ``l1_loss_and_grad`` with "mean" or "sum" (any axis);
+#: - ``*:grad``: ``l1_loss_grad`` with "mean" or "sum";
+#: - ``*:elementwise``: reduction="none" (loss, gradient or both);
+#: - ``*:weight-sum``: the gradient of a weighted mean (Σw first; dense when the weight is);
+#: - ``strided:grad-sum``: the gradient of an input broadcast against the target
+#:   (``broadcast=True``, input shape (3, 1), target (3, 4));
+#: - ``finish``: a row cut into several chunks: more than 32 x 4 vectors per row under the
+#:   simulator (over 512 float32 or 256 float64 elements; 4096 and 2048 on a GPU).
+PATHS = KernelPaths(path_names())
 # The simulator runs every CUDA thread as a Python thread: small blocks keep it usable.
-_THREADS = WARP_SIZE if k.SIMULATOR else THREADS_PER_BLOCK
-_compiled: SimpleNamespace | None = None
+_MAX_THREADS = WARP_SIZE if SIMULATOR else THREADS_PER_BLOCK
+_FINISH_THREADS = WARP_SIZE if SIMULATOR else FINISH_THREADS
+_compiled: dict[Spec, SimpleNamespace] = {}
+_compiled_lock = threading.Lock()
 
 
-def _kernels() -> SimpleNamespace:
-    global _compiled
-    if _compiled is None:
-        sources = k.make_kernels(shuffle=not k.SIMULATOR)
-        _compiled = SimpleNamespace(**{name: cuda.jit(fn) for name, fn in vars(sources).items()})
-    return _compiled
+class _NoneArguments:
+    """Passes a None kernel argument (an absent operand) as the null pointer numba types it as."""
+
+    @staticmethod
+    def prepare_args(ty: Any, val: Any, **kwargs: Any) -> tuple[Any, Any]:
+        from numba.cuda import types
+
+        # mypy reads the simulator's stubs of numba.cuda.types, which lack these
+        if isinstance(ty, types.NoneType):  # type: ignore[attr-defined]
+            return types.uint64, 0  # type: ignore[attr-defined]
+        return ty, val
+
+
+def _jit(name: str, function: Any) -> Any:
+    if SIMULATOR:
+        return cuda.jit(function)
+    options = {"extensions": [_NoneArguments()], "launch_bounds": LAUNCH_BOUNDS[name]}
+    return cuda.jit(function, **options)
+
+
+def _kernels(spec: Spec) -> SimpleNamespace:
+    """The jit-compiled kernels of ``spec`` (compiled per argument types on first launch)."""
+    kernels = _compiled.get(spec)
+    if kernels is None:
+        with _compiled_lock:
+            kernels = _compiled.get(spec)
+            if kernels is None:
+                sources = make_kernels(spec, shuffle=not SIMULATOR)
+                kernels = SimpleNamespace(
+                    **{name: _jit(name, fn) for name, fn in vars(sources).items()}
+                )
+                _compiled[spec] = kernels
+    return kernels
 
 
 @dataclass(frozen=True)
-class _Operand:
-    """An array as the kernels see it: a 1-D buffer, an element offset and strides."""
+class _Array:
+    """An array as the kernels see it: a 1-D buffer, element 0's offset, strides over the shape."""
 
     buffer: Any
     offset: int
     strides: tuple[int, ...]
     dtype: np.dtype
-    aligned: bool
+
+    @property
+    def aligned(self) -> bool:
+        """Whether element 0 starts the buffer on a 16-byte boundary (for 128-bit access)."""
+        return self.offset == 0 and (self.buffer.size == 0 or _pointer(self.buffer) % 16 == 0)
 
 
 def _pointer(array: Any) -> int:
-    if k.SIMULATOR:
-        return array._ary.__array_interface__["data"][0]
-    return array.__cuda_array_interface__["data"][0]
+    if SIMULATOR:
+        return int(array._ary.__array_interface__["data"][0])
+    return int(array.__cuda_array_interface__["data"][0])
 
 
 def _device_array(array: Any) -> Any:
@@ -66,23 +144,13 @@ def _device_array(array: Any) -> Any:
     return cuda.as_cuda_array(array, sync=False)
 
 
-def _element_strides(array: Any) -> tuple[int, ...]:
-    itemsize = array.dtype.itemsize
-    if any(s % itemsize for s in array.strides):
-        raise ValueError(
-            f"strides {array.strides} are not multiples of the item size {itemsize}; "
-            "the numba-cuda backend cannot read this view without a copy"
-        )
-    return tuple(s // itemsize for s in array.strides)
-
-
 def _flat_buffer(array: Any, strides: tuple[int, ...]) -> tuple[Any, int]:
     """A 1-D view from the lowest address ``array`` touches, and element 0's offset in it."""
     shape = array.shape
     low = sum(s * (n - 1) for n, s in zip(shape, strides, strict=True) if s < 0 and n)
     high = sum(s * (n - 1) for n, s in zip(shape, strides, strict=True) if s > 0 and n)
     span = 0 if 0 in shape else high - low + 1
-    if k.SIMULATOR:
+    if SIMULATOR:
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         host = array._ary
@@ -101,71 +169,104 @@ def _flat_buffer(array: Any, strides: tuple[int, ...]) -> tuple[Any, int]:
     return cuda.from_cuda_array_interface(interface, owner=array, sync=False), -low
 
 
-def _operand(array: Any, full_shape: tuple[int, ...]) -> _Operand:
-    strides = _element_strides(array)
-    buffer, offset = _flat_buffer(array, strides)
-    aligned = offset == 0 and span_aligned(buffer)
-    full = broadcast_strides(array.shape, strides, full_shape)
-    return _Operand(buffer, offset, full, np.dtype(array.dtype), aligned)
+def _view(array: Any, strides: tuple[int, ...]) -> _Array:
+    """``array`` as a kernel operand whose strides along the plan's shape are ``strides``."""
+    buffer, offset = _flat_buffer(array, _element_strides(array))
+    return _Array(buffer, offset, strides, np.dtype(array.dtype))
 
 
-def span_aligned(buffer: Any) -> bool:
-    """Whether a buffer starts on a 16-byte boundary (for 128-bit loads)."""
-    return buffer.size == 0 or _pointer(buffer) % 16 == 0
+def _broadcast(array: Any, shape: tuple[int, ...]) -> _Array:
+    """``array`` as an operand over ``shape``, which it broadcasts to."""
+    return _view(array, broadcast_strides(array.shape, _element_strides(array), shape))
+
+
+def _element_strides(array: Any) -> tuple[int, ...]:
+    strides = element_strides(array.strides, array.dtype.itemsize)
+    if strides is None:
+        raise ValueError(
+            f"strides {array.strides} are not multiples of the item size {array.dtype.itemsize}; "
+            "the numba-cuda backend cannot read this view without a copy"
+        )
+    return strides
+
+
+def _real_view(array: Any) -> Any:
+    """A 1-D real view of a fresh C-contiguous array (complex as interleaved parts)."""
+    dtype = np.dtype(array.dtype)
+    real = np.dtype(f"f{dtype.itemsize // 2}") if dtype.kind == "c" else dtype
+    n = array.size * (dtype.itemsize // real.itemsize)
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(array._ary.reshape(-1).view(real).reshape(n))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(
+        shape=(n,), strides=(real.itemsize,), dtype=real, stream=array.stream,
+        gpu_data=array.gpu_data,
+    )  # fmt: skip
 
 
 class _Call:
-    """One call: device views of the arguments, the stream, and allocation helpers."""
+    """One call: device views of the arguments, the stream, and its allocations."""
 
-    def __init__(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        input: Array,
+        target: Array,
+        weight: Array | None,
+        grad_output: Array | float | None,
+    ) -> None:
         self.plan = plan
         self.original = input
         self.x = _device_array(input)
         self.y = _device_array(target)
         self.w = None if weight is None else _device_array(weight)
+        self.g = None if not hasattr(grad_output, "shape") else _device_array(grad_output)
+        self.g_scalar = 1.0
+        if grad_output is not None and self.g is None:
+            self.g_scalar = float(np.dtype(plan.result_dtype).type(grad_output))
         self.stream = self.x.stream
-        self._wait_for(self.y, self.w)
-        self.kind = _KINDS[plan.result_dtype]
-        self.compensate = plan.result_dtype == "float64"
-        self._dummy: _Operand | None = None
-        self._dummy_words: Any = None
+        self._wait_for(self.y, self.w, self.g)
+        self.mode = np.dtype(plan.result_dtype).type(0)
 
     def _wait_for(self, *others: Any) -> None:
         """Order foreign streams before ours on the device (an event wait, never a host sync)."""
-        if k.SIMULATOR:
+        if SIMULATOR:
             return
         for other in others:
             stream = getattr(other, "stream", 0)
             if other is not None and stream and stream is not self.stream:
-                event = cuda.event(timing=False)
+                event = cuda.event(timing=False)  # type: ignore[call-arg]  # the simulator's Event takes no timing
                 event.record(stream)
                 event.wait(self.stream)
 
-    def empty(self, shape: tuple[int, ...], dtype: str | np.dtype) -> Any:
-        return cuda.device_array(shape, dtype=np.dtype(dtype), stream=self.stream)
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
+        return allocate(shape, np.dtype(dtype), self.stream)
 
-    def dummy(self) -> _Operand:
-        """A placeholder operand for arguments a pass does not use (never read)."""
-        if self._dummy is None:
-            buffer = self.empty((1,), np.float64)
-            self._dummy = _Operand(buffer, 0, (0,) * len(self.plan.shape), buffer.dtype, True)
-        return self._dummy
+    def operands(self) -> dict[str, _Array]:
+        """x, y, w and g over the plan's shape (g's strides on the loss's kept axes)."""
+        plan = self.plan
+        ndim = len(plan.shape)
+        arrays = {name: _broadcast(getattr(self, name), plan.shape) for name in ("x", "y")}
+        if self.w is not None:
+            arrays["w"] = _broadcast(self.w, plan.shape)
+        if self.g is not None:
+            # grad_output has the loss's shape (its axes are the kept axes), or is 0-d.
+            strides = (0,) * ndim
+            if self.g.shape:
+                strides = reduced_axis_strides(ndim, plan.kept_axes, _element_strides(self.g))
+            arrays["g"] = _view(self.g, strides)
+        return arrays
 
-    def dummy_words(self) -> Any:
-        """A placeholder for the (4 or 5, rows) float64 sums of a pass that sums nothing."""
-        if self._dummy_words is None:
-            self._dummy_words = self.empty((5, 1), np.float64)
-        return self._dummy_words
-
-    def output(self, array: Any, full_shape: tuple[int, ...]) -> tuple[_Operand, int]:
-        """A fresh C-contiguous output as an operand over ``full_shape``; complex is interleaved."""
-        dtype = np.dtype(array.dtype)
-        parts = 2 if dtype.kind == "c" else 1
-        strides = tuple(parts * s for s in c_strides(array.shape))
-        real = dtype if parts == 1 else np.dtype(f"f{dtype.itemsize // 2}")
-        flat = _real_view(array, real, parts)
-        full = broadcast_strides(array.shape, strides, full_shape)
-        return _Operand(flat, 0, full, real, span_aligned(flat)), parts
+    def output(self, array: Any) -> _Array:
+        """A fresh C-contiguous output of the plan's shape as an operand (complex interleaved)."""
+        flat = _real_view(array)
+        parts = 2 if np.dtype(array.dtype).kind == "c" else 1
+        strides = c_strides(array.shape, parts)
+        full = broadcast_strides(array.shape, strides, self.plan.shape)
+        return _Array(flat, 0, full, np.dtype(flat.dtype))
 
     def finish(self, result: Any) -> Any:
         """Hand a result back in the caller's library: a foreign array is wrapped zero-copy."""
@@ -176,26 +277,8 @@ class _Call:
         return result
 
 
-def _real_view(array: Any, real: np.dtype, parts: int) -> Any:
-    """A 1-D real view of a contiguous array (complex as interleaved parts)."""
-    n = array.size * parts
-    if k.SIMULATOR:
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-        return FakeCUDAArray(array._ary.reshape(-1).view(real).reshape(n))
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-
-    return DeviceNDArray(
-        shape=(n,),
-        strides=(real.itemsize,),
-        dtype=real,
-        stream=array.stream,
-        gpu_data=array.gpu_data,
-    )
-
-
 def _launch(kernel: Any, blocks: int, threads: int, stream: Any, *args: Any) -> None:
-    if k.SIMULATOR:
+    if SIMULATOR:
         # Simulated threads do not inherit numpy's error state; the spec wants no warnings.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -204,233 +287,118 @@ def _launch(kernel: Any, blocks: int, threads: int, stream: Any, *args: Any) -> 
         kernel[blocks, threads, stream](*args)
 
 
-class _Pass:
-    """One kernel pass: which operands it reads and writes, and what it computes."""
+def _spec(step: PassPlan, dtype: str) -> Spec:
+    return Spec(step.op, step.finish, step.scale, dtype)
 
-    def __init__(self, call: _Call) -> None:
-        self.call = call
-        dummy = call.dummy()
-        self.ops = {name: dummy for name in ("x", "y", "w", "g", "sw", "grad", "none")}
-        self.flags = k.F_COMPENSATE if call.compensate else 0
-        self.g_scalar = 1.0
-        self.count = 1
 
-    def run(
-        self,
-        kept_axes: tuple[int, ...],
-        reduced_axes: tuple[int, ...],
-        finish_mode: int = k.FINISH_NONE,
-        fout: Any = None,
-        fout_offset: int = 0,
-        fout_stride: int = 1,
-        count: int | None = None,
-        lead: str = "x",
-    ) -> Any:
-        """Launch over the plan's shape with these kept and reduced axes; return the sums."""
-        call = self.call
-        names = list(self.ops)
-        shape = call.plan.shape
-        space = build_space(
-            shape, kept_axes, reduced_axes, [self.ops[n].strides for n in names], names.index(lead)
+def _run_pass(
+    call: _Call, step: PassPlan, arrays: dict[str, _Array], sinks: dict[str, Any]
+) -> None:
+    """Launch one pass (and its finish pass when its rows are cut into chunks)."""
+    if step.empty:
+        return
+    part = step.partition
+    strides = [arrays[name].strides for name in step.operands]
+    lead = step.operands.index(step.lead)
+    space = build_space(call.plan.shape, step.kept, step.reduced, strides, lead)
+    access = {name: Access(arrays[name].dtype.name, arrays[name].aligned) for name in step.operands}
+    dense = is_dense(step, call.plan.compute_dtype, space, access)
+    if dense:
+        padded = space.padded(1)
+        shapes: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+    else:
+        kept_dims = group_dims(len(space.kept_shape))
+        padded = space.padded(kept_dims, group_dims(len(space.reduced_shape)))
+        shapes = (padded.kept_shape, padded.reduced_shape)
+    records = {
+        name: Operand(
+            arrays[name].buffer, arrays[name].offset,
+            (padded.kept_strides[index], padded.reduced_strides[index]), call.mode,
         )
-        rows, total = space.rows, space.count
-        accumulates = bool(self.flags & (k.F_LOSS | k.F_SUM_OPERAND | k.F_WEIGHT_ONLY))
-        aux = call.empty((5, max(rows, 1)), np.float64) if accumulates else call.dummy_words()
-        if fout is None:
-            fout = call.dummy().buffer
-        if rows == 0 or (total == 0 and not accumulates):
-            return aux
-        count = total if count is None else count
-        kernels = _kernels()
-        config, chunks = chunked_launch(rows, total)
-        threads = _THREADS if k.SIMULATOR else config.threads
-        items = rows * chunks
-        partials = call.empty((4, items), np.float64) if accumulates and chunks > 1 else aux
-        blocks = min(MAX_BLOCKS, items)
-        if self._contiguous(space):
-            ops = self.ops
-            vector = 16 // ops["x"].dtype.itemsize
-            chunks = flat_launch(total, vector).blocks
-            partials = call.empty((4, chunks), np.float64) if accumulates and chunks > 1 else aux
-            blocks = chunks
-            _launch(
-                kernels.contiguous_pass, blocks, _THREADS, call.stream,
-                ops["x"].buffer, ops["y"].buffer, ops["w"].buffer, ops["g"].buffer,
-                ops["sw"].buffer, ops["grad"].buffer, ops["none"].buffer, total, chunks,
-                self.flags, call.kind, self.g_scalar, count, partials, finish_mode, fout, aux,
-            )  # fmt: skip
-        else:
-            args = []
-            for k_op, name in enumerate(names):
-                op = self.ops[name]
-                args += [op.buffer, op.offset, space.kept[k_op], space.reduced[k_op]]
-            _launch(
-                kernels.strided_pass, blocks, threads, call.stream, *args,
-                space.kept_shape, space.reduced_shape, count, chunks, self.flags, call.kind,
-                self.g_scalar, partials, finish_mode, fout, fout_offset, fout_stride, aux,
-            )  # fmt: skip
-        if accumulates and chunks > 1:
-            _launch(
-                kernels.finish_pass, min(MAX_BLOCKS, rows), k.FINISH_THREADS, call.stream,
-                partials, rows, chunks, count, finish_mode, fout, fout_offset, fout_stride, aux,
-            )  # fmt: skip
-        return aux
+        for index, name in enumerate(step.operands)
+    }  # fmt: skip
+    layout = Layout(
+        part.rows, part.count, part.lanes, part.iters, part.chunks, *shapes, step.scale_count
+    )
+    kernels = _kernels(_spec(step, call.plan.compute_dtype))
+    PATHS.visit(f"{'dense' if dense else 'strided'}:{step.kind}")
+    sink = None if step.sink is None else sinks.get(step.sink)
+    partials = sinks["partials"] if step.chunked else None
+    args = [records.get(name) for name in OPERANDS]
+    kernel = kernels.dense_pass if dense else kernels.strided_pass
+    _launch(kernel, part.blocks, part.threads, call.stream, *args, sink, partials, layout,
+            call.g_scalar)  # fmt: skip
+    if step.chunked:
+        PATHS.visit("finish")
+        blocks = min(part.rows, MAX_GRID)
+        _launch(kernels.finish_pass, blocks, _FINISH_THREADS, call.stream, partials, sink, layout)
 
-    def _contiguous(self, space: Space) -> bool:
-        """Whether the 128-bit-load kernel applies: flat, aligned, same real float dtype."""
-        ops = self.ops
-        if self.flags & (k.F_COMPLEX | k.F_SUM_OPERAND | k.F_WEIGHT_ONLY):
-            return False
-        x, y = ops["x"], ops["y"]
-        if (
-            x.dtype != y.dtype
-            or x.dtype.name not in _VECTOR_DTYPES
-            or not (x.aligned and y.aligned)
-        ):
-            return False
-        names = list(ops)
-        used = {"w": k.F_WEIGHTED, "grad": k.F_GRAD, "none": k.F_NONE_OUT}
-        streamed = ["x", "y"] + [n for n, bit in used.items() if self.flags & bit]
-        if not all(space.flat(names.index(n)) for n in streamed):
-            return False
-        fixed = [names.index(n) for n in ("g", "sw")]
-        return all(not any(space.reduced[i]) for i in fixed)
+
+def _run_passes(
+    call: _Call, passes: list[PassPlan], sinks: dict[str, Any], outputs: dict[str, _Array]
+) -> None:
+    """Take one scratch buffer for Σw and the chunk sums, then launch every pass in order."""
+    plan = call.plan
+    arrays = {**call.operands(), **outputs}
+    rows_sw, partial_words = scratch_words(passes)
+    if rows_sw + partial_words:
+        scratch = call.empty((rows_sw + partial_words,), "float64")
+        sinks["partials"] = scratch[rows_sw:]
+        if rows_sw:
+            # Σw of each loss row, at the start of the scratch buffer, for the gradient.
+            sinks["weight-sum"] = Sink(scratch, 0, 1, 0)
+            ndim = len(plan.shape)
+            strides = reduced_axis_strides(ndim, plan.kept_axes, c_strides(plan.out_shape))
+            arrays["sw"] = _Array(scratch, 0, strides, np.dtype(np.float64))
+    for step in passes:
+        _run_pass(call, step, arrays, sinks)
 
 
 class NumbaCudaBackend(FusedPassBackend):
     """L1 loss and subgradient for numba device arrays and ``__cuda_array_interface__`` objects."""
 
     name = "numba-cuda"
+    paths = PATHS
 
-    def partials(
-        self, plan: Plan, input: Array, target: Array, weight: Array | None
-    ) -> tuple[Array, Array, Array | None, Array | None]:
-        """Unrounded double-word sums of ``w * |d|`` and ``w`` over the reduced axes (on device)."""
-        call = _Call(plan, input, target, weight)
-        step = self._reading_pass(call, weight)
-        step.flags |= k.F_LOSS
-        aux = step.run(plan.kept_axes, plan.reduced_axes)
-        words = [call.finish(aux[i].reshape(plan.out_shape)) for i in range(4)]
-        if weight is None:
-            return words[0], words[1], None, None
-        return words[0], words[1], words[2], words[3]
+    def can_run(self, plan: Plan) -> str | None:
+        """Why the kernels cannot walk ``plan`` (too many dimensions in a group), or None."""
+        return limit_reason(plan)
 
-    @staticmethod
-    def _reading_pass(call: _Call, weight: Array | None) -> _Pass:
-        plan = call.plan
-        step = _Pass(call)
-        step.ops["x"] = _operand(call.x, plan.shape)
-        step.ops["y"] = _operand(call.y, plan.shape)
-        if plan.is_complex:
-            step.flags |= k.F_COMPLEX
-        if weight is not None:
-            step.ops["w"] = _operand(call.w, plan.shape)
-            step.flags |= k.F_WEIGHTED
-        return step
+    def _words(self, request: Request) -> list[Array]:
+        """The unrounded double words of the plan's rows, each an array of the loss's shape."""
+        plan = request.plan
+        call = _Call(plan, request.input, request.target, request.weight, None)
+        rows = math.prod(plan.out_shape)
+        words = call.empty((4, rows), "float64")
+        sinks = {"words": Sink(words.reshape(4 * rows), 0, 1, rows)}
+        _run_passes(call, [partials_pass(plan, _MAX_THREADS)], sinks, {})
+        return [call.finish(words[k].reshape(plan.out_shape)) for k in range(4)]
 
-    def _run(
-        self,
-        plan: Plan,
-        input: Array,
-        target: Array,
-        weight: Array | None,
-        grad_output: Array | float | None,
-        *,
-        want_loss: bool,
-        want_grad: bool,
-    ) -> tuple[Array | None, Array | None]:
-        call = _Call(plan, input, target, weight)
-        reducing = plan.reduction != "none"
-        weighted_mean = plan.reduction == "mean" and weight is not None
+    def _run(self, request: Request) -> tuple[Array | None, Array | None]:
+        plan, want_loss, want_grad = request.plan, request.want_loss, request.want_grad
+        call = _Call(plan, request.input, request.target, request.weight, request.grad_output)
+        passes = plan_passes(
+            plan, g_array=call.g is not None, want_loss=want_loss, want_grad=want_grad,
+            max_threads=_MAX_THREADS,
+        )  # fmt: skip
         loss = call.empty(plan.out_shape, plan.result_dtype) if want_loss else None
         grad = call.empty(plan.input_shape, plan.compute_dtype) if want_grad else None
-
-        step = self._reading_pass(call, weight)
-        if want_grad:
-            self._prepare_grad(call, step, grad_output)
-            if weighted_mean:
-                sums = _Pass(call)
-                sums.ops["w"] = step.ops["w"]
-                sums.flags |= k.F_WEIGHTED | k.F_WEIGHT_ONLY
-                aux = sums.run(plan.kept_axes, plan.reduced_axes, lead="w")
-                keep = plan.keepdims_shape
-                step.ops["sw"] = _Operand(
-                    aux.reshape(aux.size), 4 * aux.shape[1],
-                    broadcast_strides(keep, c_strides(keep), plan.shape),
-                    np.dtype(np.float64), False,
-                )  # fmt: skip
-                step.flags |= k.F_SW
-            elif plan.reduction == "mean":
-                step.flags |= k.F_COUNT
-            if plan.input_broadcast:
-                # The full-shape gradient, in float64 (complex as interleaved parts), is summed
-                # back to the input's shape afterwards.
-                parts = 2 if plan.is_complex else 1
-                full_grad = call.empty((plan.size * parts,), np.float64)
-                strides = tuple(parts * s for s in c_strides(plan.shape))
-                step.ops["grad"] = _Operand(full_grad, 0, strides, full_grad.dtype, False)
-            else:
-                step.ops["grad"], _ = call.output(grad, plan.shape)
-            step.flags |= k.F_GRAD
-
-        if want_loss and reducing:
-            step.flags |= k.F_LOSS
-            mode = k.FINISH_SUM
-            if plan.reduction == "mean":
-                mode = k.FINISH_WEIGHTED_MEAN if weight is not None else k.FINISH_MEAN
-            fout = _real_view(loss, np.dtype(plan.result_dtype), 1)
-            step.run(plan.kept_axes, plan.reduced_axes, mode, fout, count=plan.count)
-        else:
-            if want_loss:
-                step.ops["none"], _ = call.output(loss, plan.shape)
-                step.flags |= k.F_NONE_OUT
-            step.run((), tuple(range(len(plan.shape))), count=plan.count)
-
-        if want_grad and plan.input_broadcast:
-            self._sum_back(call, full_grad, grad)
+        sinks: dict[str, Any] = {}
+        outputs = {}
+        if loss is not None:
+            sinks["loss"] = Sink(_real_view(loss), 0, 1, 0)
+            if plan.elementwise:
+                outputs["none"] = call.output(loss)
+        if grad is not None:
+            parts = 2 if plan.is_complex else 1
+            sinks["grad"] = Sink(_real_view(grad), 0, parts, 1)
+            if not plan.input_broadcast:
+                outputs["grad"] = call.output(grad)
+        _run_passes(call, passes, sinks, outputs)
         return (
             None if loss is None else call.finish(loss),
             None if grad is None else call.finish(grad),
         )
-
-    @staticmethod
-    def _prepare_grad(call: _Call, step: _Pass, grad_output: Array | float | None) -> None:
-        plan = call.plan
-        if grad_output is None:
-            return
-        if not hasattr(grad_output, "shape"):
-            step.g_scalar = float(np.dtype(plan.result_dtype).type(grad_output))
-            return
-        g = _device_array(grad_output)
-        call._wait_for(g)
-        strides = _element_strides(g)
-        buffer, offset = _flat_buffer(g, strides)
-        # grad_output's axes are the loss's kept axes, in order; a 0-d one repeats everywhere.
-        along = dict(zip(plan.kept_axes, strides, strict=True)) if g.shape else {}
-        full = tuple(along.get(ax, 0) for ax in range(len(plan.shape)))
-        step.ops["g"] = _Operand(buffer, offset, full, np.dtype(g.dtype), False)
-        step.flags |= k.F_G_ARRAY
-
-    @staticmethod
-    def _sum_back(call: _Call, full_grad: Any, grad: Any) -> None:
-        """Sum the full-shape float64 gradient over the axes the input was broadcast along."""
-        plan = call.plan
-        summed = plan.input_broadcast_axes
-        kept = tuple(ax for ax in range(len(plan.shape)) if ax not in summed)
-        parts = 2 if plan.is_complex else 1
-        real = np.dtype(plan.result_dtype)
-        out = _real_view(grad, real, parts)
-        for part in range(parts):
-            step = _Pass(call)
-            step.flags = k.F_COMPENSATE | k.F_SUM_OPERAND
-            step.ops["x"] = _Operand(
-                full_grad,
-                part,
-                tuple(parts * s for s in c_strides(plan.shape)),
-                np.dtype(np.float64),
-                False,
-            )
-            step.run(kept, summed, k.FINISH_SUM, out, part, parts)
 
 
 backend = NumbaCudaBackend()
