@@ -14,7 +14,7 @@ from typing import Any
 
 from ._typing import Array
 from .registry import BackendInfo, BackendSpec, array_family, registry, type_name
-from .semantics import REDUCTIONS, Plan, dtype_name, legacy_reduction, make_plan
+from .semantics import REDUCTIONS, Plan, check_out, dtype_name, legacy_reduction, make_plan
 
 __all__ = [
     "BACKEND_ENV_VAR",
@@ -210,6 +210,45 @@ def _check_devices(arrays: tuple[Array, ...]) -> None:
         )
 
 
+def _overlaps(out: Any, array: Any) -> bool:
+    """Whether ``out`` may share memory with ``array`` (exactly where that is cheap to tell)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(array, numpy.ndarray):
+        if not numpy.may_share_memory(out, array):
+            return False
+        try:
+            return bool(numpy.shares_memory(out, array, max_work=10_000))
+        except numpy.exceptions.TooHardError:
+            return True  # bounds overlap and the exact answer is costly: assume they do
+    storage = getattr(array, "untyped_storage", None)
+    if storage is not None:  # torch: tensors viewing one storage may overlap
+        return bool(out.untyped_storage().data_ptr() == storage().data_ptr())
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return bool(cupy.may_share_memory(out, array))
+    return False
+
+
+def _check_out(out: Any, plan: Plan, operation: str, arrays: tuple[Any, ...]) -> None:
+    """Refuse an ``out=`` buffer that the call cannot write, before anything is written."""
+    input = arrays[0]
+    if _family(type(out)) != _family(type(input)) or not hasattr(out, "shape"):
+        raise TypeError(
+            f"out is a {type_name(type(out))} but input is a {type_name(type(input))}; "
+            "out must be an array of the inputs' library, on their device"
+        )
+    out = _admit(out, "out")
+    _check_devices((input, out))
+    check_out(plan, operation, _shape(out, "out"), dtype_name(out.dtype))
+    flags = getattr(out, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        raise ValueError("out is read-only; pass a writeable array")
+    roles = ("input", "target", "weight", "grad_output")
+    for role, array in zip(roles, arrays, strict=False):
+        if array is not None and hasattr(array, "shape") and _overlaps(out, array):
+            raise ValueError(f"out overlaps the {role}; pass a buffer of its own")
+
+
 def _check_options(reduction: Any, broadcast: Any, axis: Any) -> Any:
     """Refuse malformed options before they reach a cache; return ``axis`` made hashable."""
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
@@ -246,6 +285,7 @@ def _prepare(
     broadcast: bool,
     backend: str | None,
     grad_output: Array | float | None,
+    out: Array | None = None,
 ) -> tuple[Any, Plan, Array, Array, Array | None, Any]:
     """Validate a call and choose its backend.
 
@@ -258,6 +298,7 @@ def _prepare(
     if (
         weight is None
         and grad_output is None
+        and out is None
         and forced is None
         and type(broadcast) is bool
         and (axis is None or type(axis) is int)
@@ -309,7 +350,10 @@ def _prepare(
         broadcast,
         grad_output_shape,
         grad_output_dtype,
+        out is not None,
     )
+    if out is not None:
+        _check_out(out, plan, operation, (*arrays, grad_output))
     implementation = registry.select(arrays, forced, operation, plan)
     if key is not None and registry.static_choice(arrays) is implementation:
         _call_cache.put(key, (implementation, plan))
@@ -325,6 +369,7 @@ def l1_loss(
     axis: int | tuple[int, ...] | None = None,
     broadcast: bool = False,
     backend: str | None = None,
+    out: Array | None = None,
 ) -> Array:
     """Mean absolute error (L1 loss) between ``input`` and ``target``.
 
@@ -345,6 +390,10 @@ def l1_loss(
         Allow input and target of different shapes to broadcast.
     backend : str, optional
         Force a backend by name instead of dispatching on the array type.
+    out : array, optional
+        A writeable buffer of the loss's shape and real result dtype, in the inputs'
+        library and on their device, overlapping none of them: the loss is written
+        into it and it is returned.  A buffer that does not fit raises, untouched.
 
     Returns
     -------
@@ -353,9 +402,11 @@ def l1_loss(
         result dtype: 0-d for "mean"/"sum" without ``axis``.
     """
     implementation, plan, input, target, weight, _ = _prepare(
-        "l1_loss", input, target, reduction, weight, axis, broadcast, backend, None
+        "l1_loss", input, target, reduction, weight, axis, broadcast, backend, None, out
     )
-    return implementation.loss(plan, input, target, weight)
+    if out is None:
+        return implementation.loss(plan, input, target, weight)
+    return implementation.loss(plan, input, target, weight, out=out)
 
 
 def l1_loss_grad(
@@ -368,6 +419,7 @@ def l1_loss_grad(
     axis: int | tuple[int, ...] | None = None,
     broadcast: bool = False,
     backend: str | None = None,
+    out: Array | None = None,
 ) -> Array:
     """Subgradient of :func:`l1_loss` with respect to ``input``.
 
@@ -384,6 +436,9 @@ def l1_loss_grad(
         As for :func:`l1_loss`.
     grad_output : array or float, optional
         The upstream gradient: a scalar or an array of the loss's shape; 1 by default.
+    out : array, optional
+        A buffer for the gradient (the input's shape, the promoted dtype), under the
+        rules of :func:`l1_loss`'s ``out``.
 
     Returns
     -------
@@ -391,9 +446,11 @@ def l1_loss_grad(
         The gradient, of the input's shape and the promoted dtype.
     """
     implementation, plan, input, target, weight, grad_output = _prepare(
-        "l1_loss_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output
+        "l1_loss_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output, out
     )
-    return implementation.grad(plan, input, target, weight, grad_output)
+    if out is None:
+        return implementation.grad(plan, input, target, weight, grad_output)
+    return implementation.grad(plan, input, target, weight, grad_output, out=out)
 
 
 def l1_loss_and_grad(
@@ -406,6 +463,7 @@ def l1_loss_and_grad(
     axis: int | tuple[int, ...] | None = None,
     broadcast: bool = False,
     backend: str | None = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array]:
     """Loss and gradient with respect to ``input``, computed in one pass where the backend can.
 
@@ -413,6 +471,9 @@ def l1_loss_and_grad(
     ----------
     input, target, reduction, grad_output, weight, axis, broadcast, backend
         As for :func:`l1_loss_grad`.
+    out : array, optional
+        A buffer for the gradient, as for :func:`l1_loss_grad`; the loss stays a fresh
+        array.
 
     Returns
     -------
@@ -420,9 +481,12 @@ def l1_loss_and_grad(
         ``(l1_loss(...), l1_loss_grad(...))``.
     """
     implementation, plan, input, target, weight, grad_output = _prepare(
-        "l1_loss_and_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output
-    )
-    return implementation.loss_and_grad(plan, input, target, weight, grad_output)
+        "l1_loss_and_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output,
+        out,
+    )  # fmt: skip
+    if out is None:
+        return implementation.loss_and_grad(plan, input, target, weight, grad_output)
+    return implementation.loss_and_grad(plan, input, target, weight, grad_output, out=out)
 
 
 class L1Loss:

@@ -20,12 +20,14 @@ __all__ = [
     "COMPLEX_DTYPES",
     "FLOAT_DTYPES",
     "INTEGER_DTYPES",
+    "OUT_WRITES",
     "REDUCTIONS",
     "SUPPORTED_DTYPES",
     "Finish",
     "GradScale",
     "Plan",
     "broadcast_shapes",
+    "check_out",
     "dtype_name",
     "legacy_reduction",
     "make_plan",
@@ -304,6 +306,8 @@ class Plan:
         Shape of the given ``grad_output`` (``()`` for a scalar), None for the default.
     finish : Finish
         How the loss is finished from its sums (derived from reduction and weight).
+    writes_out : bool
+        Whether the array result is written into a caller's ``out=`` buffer.
     """
 
     reduction: str
@@ -319,6 +323,7 @@ class Plan:
     accumulate_dtype: str
     grad_output_shape: tuple[int, ...] | None
     finish: Finish
+    writes_out: bool = False
 
     @property
     def weighted(self) -> bool:
@@ -400,6 +405,7 @@ def make_plan(
     broadcast: bool = False,
     grad_output_shape: tuple[int, ...] | None = None,
     grad_output_dtype: str | None = None,
+    writes_out: bool = False,
 ) -> Plan:
     """Validate one call's arguments and plan it.
 
@@ -423,6 +429,9 @@ def make_plan(
         Shape of ``grad_output`` (``()`` for a scalar), or None when it is absent.
     grad_output_dtype : str or None
         Its dtype name, or None for a Python number.
+    writes_out : bool
+        Whether the call writes its array result into a buffer given as ``out=``
+        (checked against the plan by :func:`check_out`).
 
     Returns
     -------
@@ -510,7 +519,41 @@ def make_plan(
         accumulate_dtype=ACCUMULATE_DTYPE,
         grad_output_shape=grad_output_shape,
         finish=_FINISH[reduction, weight_shape is not None],
+        writes_out=bool(writes_out),
     )
+
+
+#: What each public function writes into ``out=``: the loss, or the gradient.
+OUT_WRITES = {"l1_loss": "loss", "l1_loss_grad": "gradient", "l1_loss_and_grad": "gradient"}
+
+
+def check_out(plan: Plan, operation: str, shape: tuple[int, ...], dtype: str) -> None:
+    """Check an ``out=`` buffer's shape and dtype against what ``operation`` writes.
+
+    ``l1_loss`` writes the loss (``plan.out_shape``, the result dtype); ``l1_loss_grad``
+    and ``l1_loss_and_grad`` write the gradient (the input's shape, the compute dtype;
+    the loss of ``l1_loss_and_grad`` stays a fresh array).
+
+    Raises
+    ------
+    ValueError
+        If the shape differs; the message names both shapes.
+    TypeError
+        If the dtype differs; the message names both dtypes.
+    """
+    what = OUT_WRITES[operation]
+    if what == "loss":
+        expected_shape, expected_dtype = plan.out_shape, plan.result_dtype
+    else:
+        expected_shape, expected_dtype = plan.input_shape, plan.compute_dtype
+    if shape != expected_shape:
+        raise ValueError(
+            f"out has shape {shape}, but {operation} writes a {what} of shape {expected_shape}"
+        )
+    if dtype != expected_dtype:
+        raise TypeError(
+            f"out has dtype {dtype}, but {operation} writes a {what} of dtype {expected_dtype}"
+        )
 
 
 _FINISH = {

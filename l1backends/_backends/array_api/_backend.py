@@ -18,6 +18,7 @@ import numpy as np
 from ..._typing import Array
 from ...numerics import accumulate_dtype, compensated_sum, dd_divide, dd_value, two_sum
 from ...semantics import Plan
+from .. import out_declined
 
 __all__ = ["ArrayAPIBackend", "backend"]
 
@@ -108,6 +109,10 @@ class ArrayAPIBackend:
     """L1 loss and subgradient with Array-API operations only."""
 
     name = "array-api"
+
+    def can_run(self, plan: Plan) -> str | None:
+        """Every plan but one with ``out=``: results are the namespace's own fresh arrays."""
+        return out_declined(plan)
 
     def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
         """Return the loss described by ``plan``."""

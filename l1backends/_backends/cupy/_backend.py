@@ -20,6 +20,7 @@ import numpy as np
 
 from ..._typing import Array
 from ...semantics import Plan
+from .. import out_declined
 from .._cuda_launch import THREADS_PER_BLOCK, limit_reason
 from .._cuda_passes import PassPlan, partials_pass, path_names, plan_passes, scratch_words
 from .._fused import FusedPassBackend, Request
@@ -158,8 +159,8 @@ class CupyBackend(FusedPassBackend):
     paths = PATHS
 
     def can_run(self, plan: Plan) -> str | None:
-        """Why the kernels cannot walk ``plan`` (too many dimensions in a group), or None."""
-        return limit_reason(plan)
+        """Why the kernels cannot take ``plan`` (``out=``, too many dimensions), or None."""
+        return out_declined(plan) or limit_reason(plan)
 
     def _words(self, request: Request) -> list[Array]:
         """The unrounded double words of the plan's rows, each an array of the loss's shape."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..._typing import Array
 from ...semantics import Plan
+from .. import out_declined
 from ._blocks import (
     cast_block,
     combine_words,
@@ -171,6 +172,10 @@ class DaskBackend:
     """L1 loss and subgradient of dask arrays, chunk by chunk, combined exactly."""
 
     name = "dask"
+
+    def can_run(self, plan: Plan) -> str | None:
+        """Every plan but one with ``out=``: dask arrays are built lazily, not written into."""
+        return out_declined(plan)
 
     # ----- protocol -----------------------------------------------------------------------
 

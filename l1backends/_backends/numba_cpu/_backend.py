@@ -72,6 +72,15 @@ def _is_flat(plan: Plan, input: np.ndarray, target: np.ndarray, weight: Any) -> 
     return both_c or (input.flags.f_contiguous and target.flags.f_contiguous)
 
 
+def _fits_flat(out: np.ndarray | None, input: np.ndarray) -> bool:
+    """Whether an ``out=`` buffer can take the flat kernels' writes (the inputs' order)."""
+    if out is None or out.ndim == 0:
+        return True
+    if out.dtype.isnative and input.flags.c_contiguous and out.flags.c_contiguous:
+        return True
+    return out.dtype.isnative and input.flags.f_contiguous and out.flags.f_contiguous
+
+
 def _flat_view(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
 
@@ -130,9 +139,16 @@ class NumbaCPUBackend:
 
     # ----- protocol -----------------------------------------------------------------------
 
-    def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
-        """Return the loss described by ``plan``."""
-        return self._run(plan, input, target, weight, None, (True, False))[0]
+    def loss(
+        self,
+        plan: Plan,
+        input: Array,
+        target: Array,
+        weight: Array | None,
+        out: Array | None = None,
+    ) -> Array:
+        """Return the loss described by ``plan`` (written into ``out`` when given)."""
+        return self._run(plan, input, target, weight, None, (True, False), out)[0]
 
     def grad(
         self,
@@ -141,9 +157,10 @@ class NumbaCPUBackend:
         target: Array,
         weight: Array | None,
         grad_output: Array | float | None,
+        out: Array | None = None,
     ) -> Array:
-        """Return the subgradient with respect to ``input``."""
-        return self._run(plan, input, target, weight, grad_output, (False, True))[1]
+        """Return the subgradient with respect to ``input`` (written into ``out`` when given)."""
+        return self._run(plan, input, target, weight, grad_output, (False, True), out)[1]
 
     def loss_and_grad(
         self,
@@ -152,9 +169,10 @@ class NumbaCPUBackend:
         target: Array,
         weight: Array | None,
         grad_output: Array | float | None,
+        out: Array | None = None,
     ) -> tuple[Array, Array]:
-        """Return ``(loss, grad)`` from one pass over input and target."""
-        return self._run(plan, input, target, weight, grad_output, (True, True))
+        """Return ``(loss, grad)`` from one pass over input and target (grad into ``out``)."""
+        return self._run(plan, input, target, weight, grad_output, (True, True), out)
 
     def partials(
         self, plan: Plan, input: Array, target: Array, weight: Array | None
@@ -180,11 +198,14 @@ class NumbaCPUBackend:
         weight: Any,
         grad_output: Any,
         want: tuple[bool, bool],
+        out: np.ndarray | None,
     ) -> tuple[Any, Any]:
+        """Run one call; ``out`` receives the gradient when one is wanted, else the loss."""
         array_g = grad_output is not None and np.ndim(grad_output) > 0
-        if not array_g and _is_flat(plan, input, target, weight):
-            return self._flat_call(plan, input, target, grad_output, want)
-        return general_call(plan, input, target, weight, grad_output, want, PATHS)
+        if not array_g and _is_flat(plan, input, target, weight) and _fits_flat(out, input):
+            return self._flat_call(plan, input, target, grad_output, want, out)
+        outputs = (out, None) if want == (True, False) else (None, out)
+        return general_call(plan, input, target, weight, grad_output, want, PATHS, outputs)
 
     @staticmethod
     def _flat(
@@ -219,9 +240,10 @@ class NumbaCPUBackend:
         target: np.ndarray,
         grad_output: Any,
         want: tuple[bool, bool],
+        out: np.ndarray | None,
     ) -> tuple[Any, Any]:
         want_loss, want_grad = want
-        if plan.size < PARALLEL_MIN and grad_output is None:
+        if plan.size < PARALLEL_MIN and grad_output is None and out is None:
             key = (want, plan, input.dtype, input.strides, target.strides)
             prepared = self._prepared.get(key)
             if prepared is None:
@@ -233,20 +255,32 @@ class NumbaCPUBackend:
             return prepared(input, target)
         PATHS.visit("flat-parallel" if threads_for(plan.size) > 1 else "flat-serial")
         result, order = plan.result_dtype, _order(input)
-        gradient = np.empty(plan.shape, plan.compute_dtype, order=order) if want_grad else None
+        gradient = None
+        if want_grad:
+            gradient = out if out is not None else np.empty(plan.shape, plan.compute_dtype, order)
         scale = _flat_scale(plan, _rounded_scalar(grad_output, result)) if want_grad else 1.0
         if plan.elementwise:
-            out = np.empty(plan.shape, result, order=order) if want_loss else None
+            loss = None
+            if want_loss:
+                loss = (
+                    out
+                    if not want_grad and out is not None
+                    else np.empty(plan.shape, result, order)
+                )
             if plan.size:
-                self._flat(plan, input, target, out, gradient, scale, Finish.NONE)
-            return out, gradient
+                self._flat(plan, input, target, loss, gradient, scale, Finish.NONE)
+            return loss, gradient
         finish = plan.finish if want_loss else Finish.NONE
         value = math.nan if plan.finish is Finish.MEAN_BY_COUNT else 0.0
         if plan.size:
             value = self._flat(plan, input, target, None, gradient, scale, finish)[0]
         if not want_loss:
             return None, gradient
-        return self.checked_loss(plan, input, target, value), gradient
+        loss = self.checked_loss(plan, input, target, value)
+        if out is not None and not want_grad:
+            out[...] = loss
+            return out, None
+        return loss, gradient
 
     @staticmethod
     def checked_loss(plan: Plan, input: np.ndarray, target: np.ndarray, value: float) -> np.ndarray:

@@ -197,15 +197,22 @@ def general_call(
     grad_output: Any,
     want: tuple[bool, bool],
     paths: KernelPaths | None = None,
+    outputs: tuple[Array | None, Array | None] = (None, None),
 ) -> tuple[Any, Any]:
-    """``(loss, gradient)`` of any call by the general kernel (None for what is not wanted)."""
+    """``(loss, gradient)`` of any call by the general kernel (None for what is not wanted).
+
+    ``outputs`` are the caller's buffers for the loss and the gradient (None: fresh arrays).
+    """
     want_loss, want_grad = want
     call = _Call(plan, input, target, weight)
-    loss = gradient = None
-    if want_loss:
+    loss, gradient = outputs
+    if want_loss and loss is None:
         loss = np.empty(plan.shape, plan.result_dtype) if plan.elementwise else empty_loss(plan)
-    if want_grad:
+    elif want_loss and not plan.elementwise:
+        loss[...] = empty_loss(plan)  # what rows of nothing hold
+    if want_grad and gradient is None:
         gradient = np.empty(plan.input_shape, dtype=plan.compute_dtype)
+    if want_grad:
         g = _grad_output(plan, grad_output)
         call.set(S, g, None if plan.elementwise else _row_strides(plan, g))
         rows, count = math.prod(plan.out_shape), plan.count

@@ -26,6 +26,7 @@ from numba import cuda
 
 from ..._typing import Array
 from ...semantics import Plan
+from .. import out_declined
 from .._cuda_launch import (
     FINISH_THREADS,
     MAX_GRID,
@@ -361,8 +362,8 @@ class NumbaCudaBackend(FusedPassBackend):
     paths = PATHS
 
     def can_run(self, plan: Plan) -> str | None:
-        """Why the kernels cannot walk ``plan`` (too many dimensions in a group), or None."""
-        return limit_reason(plan)
+        """Why the kernels cannot take ``plan`` (``out=``, too many dimensions), or None."""
+        return out_declined(plan) or limit_reason(plan)
 
     def _words(self, request: Request) -> list[Array]:
         """The unrounded double words of the plan's rows, each an array of the loss's shape."""
