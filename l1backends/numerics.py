@@ -18,7 +18,9 @@ __all__ = [
     "accumulate_dtype",
     "compensated_sum",
     "dd_divide",
+    "dd_quotient",
     "dd_value",
+    "round_words",
     "two_product",
     "two_sum",
 ]
@@ -141,3 +143,62 @@ def _device(array: Array) -> Any:
     import array_api_compat
 
     return array_api_compat.device(array)
+
+
+def dd_quotient(
+    xp: Any, high: Array, low: Array, divisor_high: Array, divisor_low: Array, dtype: str
+) -> tuple[Array, Array]:
+    """The quotient of two double words as a double word ``(quotient, correction)``.
+
+    As :func:`dd_divide`, without the final rounding, for :func:`round_words`.
+    """
+    quotient = high / divisor_high
+    product, product_error = two_product(xp, quotient, divisor_high, dtype)
+    remainder = (((high - product) - product_error) + low) - quotient * divisor_low
+    correction = remainder / divisor_high
+    return quotient, xp.where(xp.isfinite(correction), correction, xp.zeros_like(correction))
+
+
+# Past these magnitudes (midpoints above the largest values) float16 and float32 overflow.
+_OVERFLOW = {"float16": (65520.0, 65504.0), "float32": (2.0**128 - 2.0**103, 2.0**128 - 2.0**104)}
+
+
+def round_words(xp: Any, high: Array, low: Array, dtype: str) -> Array:
+    """Round double words ``high + low`` once to the float dtype ``dtype``.
+
+    The high word rounds to nearest; where it lies exactly halfway between two
+    values of ``dtype``, the low word's sign decides (as the numba kernels'
+    ``round_dd``), so a sum carried in float64 is never rounded twice.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace.
+    high, low : array
+        The values as double words of the accumulation dtype.
+    dtype : str
+        "float16", "float32" or "float64".
+
+    Returns
+    -------
+    array
+        The values rounded to ``dtype``.
+    """
+    target = getattr(xp, dtype)
+    finite = xp.isfinite(high)
+    zeros = xp.zeros_like(low)
+    summed, error = two_sum(high, xp.where(finite, low, zeros))
+    high = xp.where(finite, summed, high)  # a non-finite high word stands alone
+    low = xp.where(finite, error, zeros)
+    nearest = xp.astype(high, target)
+    if dtype not in _OVERFLOW:
+        return nearest
+    back = xp.astype(nearest, high.dtype)
+    step = xp.where(xp.isfinite(back), high - back, xp.zeros_like(high))
+    other = back + 2 * step
+    representable = xp.astype(xp.astype(other, target), high.dtype) == other
+    beyond = (low != 0) & ((low > 0) == (step > 0))
+    result = xp.where((step != 0) & representable & beyond, xp.astype(other, target), nearest)
+    limit, largest = _OVERFLOW[dtype]
+    kept = xp.isinf(result) & (xp.abs(high) == limit) & (low != 0) & ((low < 0) == (high > 0))
+    return xp.where(kept, xp.astype(xp.sign(high) * largest, target), result)

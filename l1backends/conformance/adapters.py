@@ -64,6 +64,7 @@ __all__ = [
     "BUILTIN_ADAPTERS",
     "CUPY",
     "DASK",
+    "EXTRA_LAYOUTS",
     "JAX",
     "LAYOUTS",
     "NUMBA_CUDA",
@@ -74,10 +75,13 @@ __all__ = [
 ]
 
 
-#: Every layout the suite knows: C order, Fortran order, a transposed view (axes
-#: permuted), negative strides (every axis reversed), a sliced step (every
+#: The layouts every strided library can build: C order, Fortran order, a transposed
+#: view (axes permuted), negative strides (every axis reversed), a sliced step (every
 #: second element along one axis) and a zero-stride broadcast view.
 LAYOUTS = ("C", "F", "transposed", "negative", "step", "broadcast")
+#: Layouts some libraries add: data starting one element past an aligned address
+#: (one byte, where the library allows it), and values stored in non-native byte order.
+EXTRA_LAYOUTS = ("misaligned", "swapped")
 
 
 class ArrayAdapter:
@@ -165,6 +169,30 @@ class ArrayAdapter:
         """``array`` made read-only, or None when the library has no read-only arrays."""
         return None
 
+    def misaligned(self, values: np.ndarray) -> Array:
+        """``values`` in an array whose data starts one element past an aligned address."""
+        padded = self.from_numpy(np.concatenate([np.zeros(1, values.dtype), values.ravel()]))
+        return self.namespace().reshape(padded[1:], values.shape)
+
+    def swapped(self, values: np.ndarray) -> Array:
+        """``values`` stored in non-native byte order (only libraries that have it)."""
+        raise NotImplementedError(f"{self.name} arrays have no byte order to swap")
+
+    def other_device(self) -> Any | None:
+        """A second device of this library to build arrays on, or None when there is one."""
+        return None
+
+    def to_device(self, array: Array, device: Any) -> Array:
+        """A copy of ``array`` on ``device`` (one :meth:`other_device` returned)."""
+        raise NotImplementedError(f"{self.name} has no second device")
+
+    #: The largest arrays (elements) the path matrix builds: parallel and chunked kernel
+    #: paths need large ones, where the library computes fast enough.
+    matrix_size = 4096
+    #: Whether the path matrix runs each case's three checks (False: one per case, in
+    #: turn, and the per-reduction cases for one dtype only; for slow simulators).
+    matrix_full = True
+
     def repro(self, expression: str) -> str:
         """Source turning the NumPy ``expression`` into this library's array."""
         return f"{self.module}.asarray({expression})"
@@ -177,8 +205,19 @@ def _type_name(cls: type) -> str:
 class _NumPy(ArrayAdapter):
     name = "numpy"
     module = "numpy"
-    layouts = LAYOUTS
+    layouts = LAYOUTS + EXTRA_LAYOUTS
     max_size = 64
+    matrix_size = 1 << 18
+
+    def misaligned(self, values: np.ndarray) -> Array:
+        # One byte past an aligned address: no element is aligned to its own size.
+        buffer = np.empty(values.nbytes + 1, np.uint8)
+        array = np.ndarray(values.shape, values.dtype, buffer=buffer, offset=1)
+        array[...] = values
+        return array
+
+    def swapped(self, values: np.ndarray) -> Array:
+        return np.array(values, dtype=values.dtype.newbyteorder())
 
     def from_numpy(self, array: np.ndarray) -> Array:
         return np.array(array, order="C", copy=True)
@@ -213,6 +252,12 @@ class _ArrayAPIStrict(ArrayAdapter):
     unsupported_dtypes = frozenset({"float16"})
     example_factor = 0.5
     imports = "import numpy as np, array_api_strict"
+
+    def other_device(self) -> Any:
+        return self.namespace().Device("device1")
+
+    def to_device(self, array: Array, device: Any) -> Array:
+        return self.namespace().asarray(array, device=device, copy=True)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         # array-api-strict exposes no __array__ in recent versions; go through DLPack.
@@ -305,10 +350,13 @@ class _NumbaCUDA(ArrayAdapter):
 
     name = "numba-cuda"
     module = "numba.cuda"
-    layouts = LAYOUTS
+    layouts = (*LAYOUTS, "misaligned")
     # The simulator runs one Python thread per CUDA thread: keep arrays and examples few.
     max_size = 12
     example_factor = 0.25
+    # Rows over 512 float32 elements are cut into chunks under the simulator.
+    matrix_size = 640
+    matrix_full = False
     imports = "import numpy as np; from numba import cuda"
 
     def from_numpy(self, array: np.ndarray) -> Array:
@@ -346,6 +394,10 @@ class _NumbaCUDA(ArrayAdapter):
         from numba.cuda.cudadrv.devicearray import DeviceNDArray
 
         return DeviceNDArray(shape, strides, base.dtype, gpu_data=base.gpu_data)
+
+    def misaligned(self, values: np.ndarray) -> Array:
+        padded = self.from_numpy(np.concatenate([np.zeros(1, values.dtype), values.ravel()]))
+        return padded[1:].reshape(values.shape)
 
     def permute(self, array: Array, axes: tuple[int, ...]) -> Array:
         shape = tuple(array.shape[ax] for ax in axes)
@@ -395,7 +447,7 @@ def _cai_overlap(a: Array, b: Array) -> bool:
 class _CuPy(ArrayAdapter):
     name = "cupy"
     module = "cupy"
-    layouts = LAYOUTS
+    layouts = (*LAYOUTS, "misaligned")
     imports = "import numpy as np, cupy"
 
     def from_numpy(self, array: np.ndarray) -> Array:
@@ -431,8 +483,18 @@ class _Dask(ArrayAdapter):
 
     name = "dask"
     module = "dask.array"
-    layouts = LAYOUTS
+    layouts = LAYOUTS + EXTRA_LAYOUTS
     imports = "import numpy as np, dask.array"
+    matrix_size = 1 << 18
+
+    def misaligned(self, values: np.ndarray) -> Array:
+        import dask.array as da
+
+        chunks = tuple(max(1, (n + 1) // 2) for n in values.shape)
+        return da.from_array(NUMPY.misaligned(values), chunks=chunks)
+
+    def swapped(self, values: np.ndarray) -> Array:
+        return self.from_numpy(NUMPY.swapped(values))
 
     def from_numpy(self, array: np.ndarray) -> Array:
         import dask.array as da
@@ -523,6 +585,10 @@ def build(adapter: ArrayAdapter, values: np.ndarray, layout: tuple[Any, ...]) ->
         index[axis] = slice(None, None, 2)
         padded[tuple(index)] = values
         return adapter.step(adapter.from_numpy(padded), axis, 2)
+    if kind == "misaligned":
+        return adapter.misaligned(values)
+    if kind == "swapped":
+        return adapter.swapped(values)
     if kind == "broadcast":
         small_shape = layout[1]
         small = values[tuple(slice(0, n) for n in small_shape)]

@@ -8,6 +8,7 @@ properties against them and asserts that the suite FAILS them.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .._typing import Array
 from ..semantics import Plan, make_plan
 
 __all__ = [
+    "DeviceBlindCache",
     "DropsGradOutput",
     "Float32Accumulation",
     "GradientWrtTarget",
@@ -28,6 +30,7 @@ __all__ = [
     "ReusesNoneBuffer",
     "TieGradientIsOne",
     "WrongLossDtype",
+    "WrongWeightSumOffset",
 ]
 
 
@@ -194,6 +197,53 @@ class Nondeterministic(ArrayAPIBackend):
         return np.asarray(np.where(nudge, np.nextafter(result, math.inf), result), result.dtype)
 
 
+class WrongWeightSumOffset(ArrayAPIBackend):
+    """Reads Σw for the weighted mean's gradient from the wrong offset (its zero low word).
+
+    Once a real bug of the numba-cuda kernels: the loss was right, the gradient ±inf.
+    """
+
+    def grad(self, plan, input, target, weight, grad_output):
+        right = super().grad(plan, input, target, weight, grad_output)
+        if not plan.needs_weight_sum:
+            return right
+        with np.errstate(all="ignore"):  # w / 0: what dividing by the low word gives
+            return np.where(right != 0, right * np.inf, right).astype(right.dtype)
+
+    def loss_and_grad(self, plan, input, target, weight, grad_output):
+        return self.loss(plan, input, target, weight), self.grad(
+            plan, input, target, weight, grad_output
+        )
+
+
+class DeviceBlindCache(ArrayAPIBackend):
+    """Caches the device of a plan's first call and puts every later result there.
+
+    A cache keyed on shapes and dtypes but not devices: a second device's call gets
+    its results on the first device.
+    """
+
+    def __init__(self) -> None:
+        self._devices: dict[Plan, Any] = {}
+
+    def _placed(self, plan: Plan, input: Array, result: Array) -> Array:
+        import array_api_compat
+
+        device = self._devices.setdefault(plan, array_api_compat.device(input))
+        xp = array_api_compat.array_namespace(result)
+        return xp.asarray(result, device=device, copy=True)
+
+    def loss(self, plan, input, target, weight):
+        return self._placed(plan, input, super().loss(plan, input, target, weight))
+
+    def grad(self, plan, input, target, weight, grad_output):
+        return self._placed(plan, input, super().grad(plan, input, target, weight, grad_output))
+
+    def loss_and_grad(self, plan, input, target, weight, grad_output):
+        loss, grad = super().loss_and_grad(plan, input, target, weight, grad_output)
+        return self._placed(plan, input, loss), self._placed(plan, input, grad)
+
+
 TIE_GRADIENT = TieGradientIsOne()
 FLOAT32_ACCUMULATION = Float32Accumulation()
 NAIVE_FLOAT64_SUM = NaiveFloat64Sum()
@@ -206,3 +256,5 @@ MUTATES_INPUT = MutatesInput()
 WRONG_LOSS_DTYPE = WrongLossDtype()
 NO_COMPLEX = NoComplex()
 NONDETERMINISTIC = Nondeterministic()
+WRONG_WEIGHT_SUM_OFFSET = WrongWeightSumOffset()
+DEVICE_BLIND_CACHE = DeviceBlindCache()

@@ -22,7 +22,7 @@ from ..registry import load_object  # noqa: E402
 from .adapters import BUILTIN_ADAPTERS  # noqa: E402
 from .checks import Target  # noqa: E402
 
-__all__ = ["pytest_addoption", "pytest_configure", "pytest_generate_tests"]
+__all__ = ["backend_targets", "pytest_addoption", "pytest_configure", "pytest_generate_tests"]
 
 _QUIET = list(HealthCheck)
 settings.register_profile(
@@ -88,35 +88,36 @@ def _selected(config: pytest.Config) -> list[str]:
     return names or known
 
 
+def backend_targets(name: str) -> list[tuple[str, Target | None, str | None]]:
+    """``(id, target, skip reason)`` for each adapter that feeds backend ``name``."""
+    info = next(row for row in api.backends() if row.name == name)
+    if not info.available:
+        return [(name, None, f"backend {name!r} is unavailable: {info.reason}")]
+    references: list[Any] = [*BUILTIN_ADAPTERS.get(name, ()), *info.spec.test_adapters]
+    if not references:
+        return [(name, None, f"backend {name!r} names no test_adapters to check it")]
+    found: list[tuple[str, Target | None, str | None]] = []
+    for reference in references:
+        try:
+            adapter = load_object(reference) if isinstance(reference, str) else reference
+            reason = adapter.unavailable_reason()
+        except Exception as error:  # the real error is the reason reported
+            adapter, reason = None, f"{type(error).__name__}: {error}"
+        label = f"{name}/{getattr(adapter, 'name', reference)}"
+        if reason is not None:
+            found.append((label, None, f"adapter {reference} cannot build arrays: {reason}"))
+            continue
+        found.append((label, Target(name, adapter, info.capabilities), None))
+    return found
+
+
 def _targets(config: pytest.Config) -> list[tuple[str, Target | None, str | None]]:
     """(id, target, skip reason) for every selected backend and each of its adapters."""
     cached = getattr(config, "_l1_targets", None)
-    if cached is not None:
-        return cached
-    rows = {info.name: info for info in api.backends()}
-    found: list[tuple[str, Target | None, str | None]] = []
-    for name in _selected(config):
-        info = rows[name]
-        if not info.available:
-            found.append((name, None, f"backend {name!r} is unavailable: {info.reason}"))
-            continue
-        references: list[Any] = [*BUILTIN_ADAPTERS.get(name, ()), *info.spec.test_adapters]
-        if not references:
-            found.append((name, None, f"backend {name!r} names no test_adapters to check it"))
-            continue
-        for reference in references:
-            try:
-                adapter = load_object(reference) if isinstance(reference, str) else reference
-                reason = adapter.unavailable_reason()
-            except Exception as error:  # the real error is the reason reported
-                adapter, reason = None, f"{type(error).__name__}: {error}"
-            label = f"{name}/{getattr(adapter, 'name', reference)}"
-            if reason is not None:
-                found.append((label, None, f"adapter {reference} cannot build arrays: {reason}"))
-                continue
-            found.append((label, Target(name, adapter, info.capabilities), None))
-    config._l1_targets = found
-    return found
+    if cached is None:
+        cached = [row for name in _selected(config) for row in backend_targets(name)]
+        config._l1_targets = cached
+    return cached
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -26,7 +26,7 @@ from ..semantics import (
     promote_dtypes,
     real_dtype,
 )
-from .adapters import ArrayAdapter, build
+from .adapters import EXTRA_LAYOUTS, ArrayAdapter, build
 
 __all__ = ["Case", "cases", "dtype_pairs"]
 
@@ -279,7 +279,7 @@ def _smaller_shape(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _layout(draw: st.DrawFn, adapter: ArrayAdapter, values: np.ndarray) -> tuple[Any, ...]:
     """A layout ``adapter`` can build for ``values`` (broadcast layouts need constant axes)."""
     ndim = values.ndim
-    choices = ["C"]
+    choices = ["C", *(k for k in EXTRA_LAYOUTS if k in adapter.layouts)]
     if ndim >= 1:
         choices += [k for k in ("negative", "step", "broadcast") if k in adapter.layouts]
     if ndim >= 2:

@@ -19,9 +19,11 @@ import pytest
 from hypothesis.errors import Flaky
 
 from .. import api
-from ..registry import BackendSpec, Capabilities
-from .adapters import NUMPY
+from ..registry import BackendSpec, Capabilities, type_name
+from . import test_devices
+from .adapters import ARRAY_API_STRICT, NUMPY, ArrayAdapter
 from .checks import Target, run_property
+from .matrix import CHECKS, matrix
 
 __all__ = [
     "test_correct_backend_passes_the_same_harness",
@@ -82,18 +84,20 @@ def _text(error: BaseException) -> str:
 
 
 @contextmanager
-def registered(name: str, implementation: str, capabilities: Capabilities) -> Iterator[Target]:
-    """Register a NumPy backend for the block only."""
+def registered(
+    name: str, implementation: str, capabilities: Capabilities, adapter: ArrayAdapter = NUMPY
+) -> Iterator[Target]:
+    """Register a backend serving ``adapter``'s arrays (NumPy by default) for the block only."""
     spec = BackendSpec(
         name=name,
         implementation=implementation,
-        array_types=("numpy:ndarray",),
+        array_types=(type_name(adapter.array_type()),),
         capabilities=capabilities,
-        test_adapters=("l1backends.conformance.adapters:NUMPY",),
+        before=("array-api",),
     )
     api.register_backend(spec)
     try:
-        yield Target(name, NUMPY, capabilities)
+        yield Target(name, adapter, capabilities)
     finally:
         api.unregister_backend(name)
 
@@ -129,3 +133,33 @@ def test_honest_loose_bound_passes_where_an_overclaim_fails() -> None:
     with registered(name, "l1backends.conformance.faulty:NAIVE_FLOAT64_SUM", honest) as target:
         run_property(target, "loss", "float64", max_examples=_EXAMPLES, shrink=False)
     assert math.isfinite(honest.ulps["float64"])
+
+
+def test_path_matrix_catches_a_wrong_weight_sum_offset() -> None:
+    """The matrix's deterministic cases fail a gradient that reads Σw from the wrong offset."""
+    name = "conformance-meta-wrong-weight-sum-offset"
+    reference = "l1backends.conformance.faulty:WRONG_WEIGHT_SUM_OFFSET"
+    with registered(name, reference, _EXACT) as target:
+        failures = []
+        for entry in matrix(target, None):
+            for check in entry.checks:
+                try:
+                    CHECKS[check](target, entry.case)
+                except AssertionError as error:
+                    failures.append(str(error))
+        assert failures, "the path matrix passed a backend whose weighted-mean gradient is wrong"
+        assert all("reproduce: " in failure for failure in failures)
+
+
+def test_device_check_catches_a_cache_that_ignores_devices() -> None:
+    """Results put on a cached device instead of the inputs' fail the device check."""
+    if ARRAY_API_STRICT.unavailable_reason() is not None:
+        pytest.skip(f"array-api-strict is absent: {ARRAY_API_STRICT.unavailable_reason()}")
+    name = "conformance-meta-device-blind-cache"
+    reference = "l1backends.conformance.faulty:DEVICE_BLIND_CACHE"
+    strict = Capabilities(dtypes=("float32", "float64"), ulps={"float32": 0.6, "float64": 2.0})
+    with (
+        registered(name, reference, strict, ARRAY_API_STRICT) as target,
+        pytest.raises(AssertionError, match="device"),
+    ):
+        test_devices.test_devices_are_kept_and_never_mixed(target)

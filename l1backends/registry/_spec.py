@@ -103,6 +103,10 @@ class Capabilities:
         for loss values and gradients alike.
     deterministic : bool
         Whether the same call always returns the same bits.
+    correctly_rounded : tuple of str
+        Dtypes whose losses and gradients are the exact values rounded once (their ulp
+        bound is then at most 0.5): every two backends that claim a dtype must agree
+        bit for bit on it, and the conformance suite compares them.
     """
 
     dtypes: tuple[str, ...] = SUPPORTED_DTYPES
@@ -110,6 +114,7 @@ class Capabilities:
         default_factory=lambda: MappingProxyType(dict.fromkeys(SUPPORTED_DTYPES, 2.0))
     )
     deterministic: bool = True
+    correctly_rounded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         dtypes = _strings("capabilities", "dtypes", self.dtypes)
@@ -136,6 +141,14 @@ class Capabilities:
             raise ValueError(f"capabilities declare no ulp bound for {missing}")
         if not all(math.isfinite(self.ulps[name]) for name in dtypes):
             raise ValueError("capabilities: every declared dtype needs a finite ulp bound")
+        rounded = _strings("capabilities", "correctly_rounded", self.correctly_rounded)
+        loose = [name for name in rounded if name not in dtypes or self.ulps[name] > 0.5]
+        if loose:
+            raise ValueError(
+                f"capabilities claim correct rounding for {loose}, which they must declare "
+                "with an ulp bound of at most 0.5"
+            )
+        object.__setattr__(self, "correctly_rounded", rounded)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import dask
 import numpy as np
 
 from ..._typing import Array
-from ...numerics import compensated_sum, dd_divide, dd_value
+from ...numerics import compensated_sum, dd_quotient, dd_value, round_words
 from ...registry import registry
 from ...semantics import Plan, dtype_name, make_plan
 
@@ -222,15 +222,13 @@ def finish_loss_block(words: Array, *, reduction: str, count: int, result_dtype:
     """Round combined double words once: the sum, or the mean by ``count`` or by Σ w."""
     xp = _namespace(words)
     high, low = words[..., 0], words[..., 1]
-    with np.errstate(all="ignore"):
-        if reduction == "sum":
-            value = dd_value(xp, high, low)
-        elif words.shape[-1] == 4:
-            value = dd_divide(xp, high, low, words[..., 2], words[..., 3], "float64")
-        else:
+    with np.errstate(all="ignore"):  # overflow to inf is the answer
+        if reduction == "mean" and words.shape[-1] == 4:
+            high, low = dd_quotient(xp, high, low, words[..., 2], words[..., 3], "float64")
+        elif reduction == "mean":
             divisor = xp.asarray(float(count), dtype=xp.float64, device=_device(words))
-            value = dd_divide(xp, high, low, divisor, xp.zeros_like(divisor), "float64")
-        return xp.astype(value, getattr(xp, result_dtype))  # overflow to inf is the answer
+            high, low = dd_quotient(xp, high, low, divisor, xp.zeros_like(divisor), "float64")
+        return round_words(xp, high, low, result_dtype)
 
 
 def word_value_block(words: Array) -> Array:
