@@ -6,7 +6,6 @@ import argparse
 import importlib.metadata
 import platform
 import sys
-import time
 from collections.abc import Sequence
 
 import l1backends as l1
@@ -125,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("info", help="show the backends, what they serve and whether they run here")
     commands.add_parser("example", help="run a worked example")
     commands.add_parser(
-        "warmup", help="compile the numba-cpu kernels of common calls into numba's disk cache"
+        "warmup",
+        help="compile every numba-cpu kernel into numba's disk cache, in parallel processes",
     )
     check = commands.add_parser(
         "check",
@@ -172,12 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "example":
         return example()
     if arguments.command == "warmup":
-        from l1backends._backends.numba_cpu import warm_up
+        from l1backends.warmup import run
 
-        start = time.perf_counter()
-        calls = warm_up()
-        elapsed = time.perf_counter() - start
-        print(f"compiled or loaded the kernels of {calls} calls in {elapsed:.1f} s")
+        calls, variants, elapsed = run()
+        print(
+            f"compiled or loaded {variants} numba-cpu kernel variants for {calls} calls "
+            f"in {elapsed:.1f} s"
+        )
         return 0
     if arguments.command in (None, "info"):
         return info()

@@ -11,7 +11,7 @@ from typing import Any
 from ...registry import BackendSpec, Capabilities
 from .. import ROUNDED_ONCE_ULPS
 
-__all__ = ["SPEC", "backend", "probe", "warm_up"]
+__all__ = ["SPEC", "backend", "probe"]
 
 SPEC = BackendSpec(
     name="numba-cpu",
@@ -38,8 +38,8 @@ def probe() -> str | None:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("backend", "warm_up"):
-        from . import _backend
+    if name == "backend":
+        from ._backend import backend
 
-        return getattr(_backend, name)
+        return backend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

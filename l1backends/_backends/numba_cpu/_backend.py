@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..._typing import Array
-from ...semantics import REDUCTIONS, Finish, GradScale, Plan, make_plan
+from ...semantics import Finish, GradScale, Plan
 from .._paths import KernelPaths
 from . import _kernels as kern
 from ._cache import UNCACHED
@@ -30,7 +30,7 @@ from ._general import PARALLEL_MIN, empty_loss, general_call, partial_words, thr
 from ._operands import chunking
 from ._threads import run_tasks
 
-__all__ = ["PARALLEL_MIN", "PATHS", "NumbaCPUBackend", "backend", "warm_up"]
+__all__ = ["PARALLEL_MIN", "PATHS", "NumbaCPUBackend", "backend"]
 
 #: The kernel paths this backend takes (the conformance path matrix visits each).
 PATHS = KernelPaths(
@@ -82,7 +82,28 @@ def _fits_flat(out: np.ndarray | None, input: np.ndarray) -> bool:
 
 
 def _flat_view(array: np.ndarray) -> np.ndarray:
-    return array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")
+    return _readable(array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K"))
+
+
+class _Alias:
+    """Exposes an array's memory through the array interface, keeping the array alive."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        interface = dict(array.__array_interface__)
+        interface["data"] = (interface["data"][0], False)
+        self.__array_interface__ = interface
+        self.owner = array
+
+
+def _readable(array: np.ndarray) -> np.ndarray:
+    """A read-only input as a writeable alias of the same memory, which the kernels only read.
+
+    numba types read-only arrays apart, so each kernel would compile twice; inputs are
+    never written, so one type serves both.
+    """
+    if array.flags.writeable:
+        return array
+    return np.asarray(_Alias(array))
 
 
 def _order(input: np.ndarray) -> str:
@@ -226,11 +247,8 @@ class NumbaCPUBackend:
             scale,
             (nchunks, chunk, int(finish)),
         )
-        threads = threads_for(plan.size)
-        if threads == 1:
-            return kern.flat_serial(*args)
         partials = np.empty((nchunks, 2))
-        run_tasks(nchunks, threads, kern.flat_tasks, *args, partials)
+        run_tasks(nchunks, threads_for(plan.size), kern.flat_tasks, *args, partials)
         return kern.flat_finish(partials, int(finish), plan.size, input.itemsize)
 
     def _flat_call(
@@ -315,7 +333,8 @@ class _Prepared:
         self.scale = _flat_scale(plan, 1.0) if self.want_grad else 1.0
         finish = plan.finish if self.want_loss else Finish.NONE
         self.layout = (*chunking(plan.size), int(finish))
-        self.kernel: Any = None
+        self.tasks: Any = None  # flat_tasks' and flat_finish's compiled entry points
+        self.finish: Any = None
 
     def __call__(self, input: np.ndarray, target: np.ndarray) -> tuple[Any, Any]:
         plan = self.plan
@@ -327,19 +346,26 @@ class _Prepared:
             out = np.empty(plan.shape, self.result, order=self.order)
         if plan.size == 0:
             return (out if plan.elementwise or not self.want_loss else empty_loss(plan)), gradient
+        partials = np.empty((self.layout[0], 2))
         args = (
-            _flat_view(input) if self.ravel else input,
-            _flat_view(target) if self.ravel else target,
+            0,
+            self.layout[0],
+            _flat_view(input) if self.ravel else _readable(input),
+            _flat_view(target) if self.ravel else _readable(target),
             None if out is None else _flat_view(out),
             None if gradient is None else _flat_view(gradient),
             self.scale,
             self.layout,
+            partials,
         )
-        if self.kernel is None:
-            value = kern.flat_serial(*args)[0]
-            self.kernel = kern.compiled_entry(kern.flat_serial, args)
+        if self.tasks is None:
+            kern.flat_tasks(*args)
+            self.tasks = kern.compiled_entry(kern.flat_tasks, args)
+            finish_args = (partials, self.layout[2], plan.size, self.result.itemsize)
+            self.finish = kern.compiled_entry(kern.flat_finish, finish_args)
         else:
-            value = self.kernel(*args)[0]
+            self.tasks(*args)
+        value = self.finish(partials, self.layout[2], plan.size, self.result.itemsize)[0]
         if not self.want_loss:
             return None, gradient
         if plan.elementwise:
@@ -350,34 +376,3 @@ class _Prepared:
 
 
 backend = NumbaCPUBackend()
-
-
-def warm_up(dtypes: tuple[str, ...] = ("float32", "float64")) -> int:
-    """Compile the kernels of the common calls into numba's on-disk cache.
-
-    Kernels compile lazily, once per argument-type signature, and are then cached on
-    disk; this compiles the signatures that contiguous inputs of ``dtypes`` use for
-    every reduction, loss and gradient, on the serial and the parallel path, so that
-    later processes load them from the cache instead of compiling.
-
-    Parameters
-    ----------
-    dtypes : tuple of str
-        Input dtypes to prepare.
-
-    Returns
-    -------
-    int
-        The number of calls made.
-    """
-    calls = 0
-    for name in dtypes:
-        for size in (1, PARALLEL_MIN):
-            x = np.zeros(size, dtype=name)
-            for reduction in REDUCTIONS:
-                plan = make_plan((size,), name, (size,), name, reduction)
-                backend.loss(plan, x, x, None)
-                backend.grad(plan, x, x, None, None)
-                backend.loss_and_grad(plan, x, x, None, None)
-                calls += 3
-    return calls

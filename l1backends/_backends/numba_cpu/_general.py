@@ -17,6 +17,7 @@ the third kind (two double words per loss row).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -145,7 +146,11 @@ def _launch(
         ntasks, threads, kern.general_tasks,
         space.shape, space.nkept, reads, writes, values, layout, partials, words,
     )  # fmt: skip
-    kern.general_combine(space.shape, space.nkept, writes, values, layout, partials, words)
+    if layout[3] > 1 and (records[ROW] is not None or words is not None):
+        # Rows split into chunks, and sums wanted: combine the partials in a fixed order.
+        kern.general_combine(
+            space.shape, space.nkept, records[ROW], values, layout, partials, words
+        )
 
 
 def _row_strides(plan: Plan, array: np.ndarray) -> tuple[int, ...]:
@@ -174,15 +179,19 @@ def _grad_output(plan: Plan, grad_output: Any) -> np.ndarray:
 
 
 def _weight_sums(call: _Call, paths: KernelPaths | None) -> np.ndarray:
-    """Σw per loss row as double words (complex128: high, low), before the gradient pass."""
+    """Σw per loss row as double words (complex128: high, low), before the gradient pass.
+
+    If Σw overflows float64, ``call``'s weights are scaled by a power of two from then on.
+    """
     plan = call.plan
     if paths is not None:
         paths.visit("weight-sum")
+    summing = _Call(plan, call.operands[X][0], call.operands[Y][0], call.operands[W][0])
     words = np.zeros((math.prod(plan.out_shape), 4))
-    call.run(plan.kept_axes, plan.reduced_axes, Settings(plan, kern.ACC_WEIGHT), words)
+    summing.run(plan.kept_axes, plan.reduced_axes, Settings(plan, kern.ACC_WEIGHT), words)
     if np.isinf(words[:, 2]).any():  # Σw beyond float64: weights scaled by a power of two
-        call.w_scale = 2.0 ** -(max(1, plan.count).bit_length() + 1)
-        call.run(plan.kept_axes, plan.reduced_axes, Settings(plan, kern.ACC_WEIGHT), words)
+        call.w_scale = summing.w_scale = 2.0 ** -(max(1, plan.count).bit_length() + 1)
+        summing.run(plan.kept_axes, plan.reduced_axes, Settings(plan, kern.ACC_WEIGHT), words)
     sums = np.empty(plan.out_shape, np.complex128)
     sums.real = words[:, 2].reshape(plan.out_shape)
     sums.imag = words[:, 3].reshape(plan.out_shape)
@@ -212,15 +221,9 @@ def general_call(
         loss[...] = empty_loss(plan)  # what rows of nothing hold
     if want_grad and gradient is None:
         gradient = np.empty(plan.input_shape, dtype=plan.compute_dtype)
-    if want_grad:
-        g = _grad_output(plan, grad_output)
-        call.set(S, g, None if plan.elementwise else _row_strides(plan, g))
-        rows, count = math.prod(plan.out_shape), plan.count
-        if plan.needs_weight_sum and (plan.input_broadcast or splits_rows(rows, count)):
-            sums = _weight_sums(call, paths)
-            call.set(SW, sums, _row_strides(plan, sums))
     fused = want_grad and not plan.input_broadcast
-    if fused:
+    if fused:  # the main pass writes the gradient, so it reads the gradient's scale
+        _scale_operands(call, grad_output, paths)
         call.set(GR, gradient)
     if plan.elementwise:
         call.set(OUT, loss)
@@ -231,8 +234,24 @@ def general_call(
         call.set(ROW, loss, None if loss is None else _row_strides(plan, loss))
         _reduce(call, kern.ACC_LOSS if want_loss else 0, loss, paths)
     if want_grad and plan.input_broadcast:
+        _scale_operands(call, grad_output, paths)
         _sum_back(call, gradient, paths)
     return loss, gradient
+
+
+def _scale_operands(call: _Call, grad_output: Any, paths: KernelPaths | None) -> None:
+    """Set ``grad_output`` and, where rows are not summed whole, Σw per loss row.
+
+    Only passes that write gradients get these operands: each operand present or
+    absent is another kernel signature to compile.
+    """
+    plan = call.plan
+    g = _grad_output(plan, grad_output)
+    call.set(S, g, None if plan.elementwise else _row_strides(plan, g))
+    rows, count = math.prod(plan.out_shape), plan.count
+    if plan.needs_weight_sum and (plan.input_broadcast or splits_rows(rows, count)):
+        sums = _weight_sums(call, paths)
+        call.set(SW, sums, _row_strides(plan, sums))
 
 
 def _reduce(call: _Call, accumulate: int, loss: Any, paths: KernelPaths | None) -> None:
@@ -248,16 +267,18 @@ def _reduce(call: _Call, accumulate: int, loss: Any, paths: KernelPaths | None) 
     settings = Settings(plan, kern.ACC_LOSS)
     shift = max(1, plan.count).bit_length() + 2
     settings.x_scale = 2.0**-shift
-    call.w_scale = 2.0**-shift
     # The weight's scale cancels in a weighted mean, and not in a weighted sum.
     both = plan.weighted and plan.finish is Finish.SUM
     settings.out_scale = 2.0 ** (2 * shift if both else shift)
     rescaled = np.empty_like(loss)
+    again = copy.copy(call)  # the loss alone: the gradient's operands stay with ``call``
+    again.operands, again.strides = list(call.operands), list(call.strides)
     for position in (S, SW, GR):
-        call.set(position, None)
-    call.set(ROW, rescaled, _row_strides(plan, rescaled))
+        again.set(position, None)
+    again.set(ROW, rescaled, _row_strides(plan, rescaled))
     with np.errstate(over="ignore"):
-        call.run(plan.kept_axes, plan.reduced_axes, settings)
+        again.w_scale = 2.0**-shift
+        again.run(plan.kept_axes, plan.reduced_axes, settings)
     overflowed = ~np.isfinite(loss)
     loss[overflowed] = rescaled[overflowed]
 

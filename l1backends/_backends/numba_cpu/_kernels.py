@@ -60,7 +60,6 @@ __all__ = [
     "LANES",
     "compiled_entry",
     "flat_finish",
-    "flat_serial",
     "flat_tasks",
     "general_combine",
     "general_tasks",
@@ -456,19 +455,19 @@ def general_tasks(first, last, shape, nkept, reads, writes, settings, layout, pa
 
 
 @cached_kernel(**JIT)
-def general_combine(shape, nkept, writes, settings, layout, partials, words):
-    """Combine each row's chunk partials in a fixed order and finish the row."""
+def general_combine(shape, nkept, row_out, settings, layout, partials, words):
+    """Combine each row's chunk partials in a fixed order and finish the row into ``row_out``."""
     rows, nchunks = layout[0], layout[3]
-    if nchunks == 1:
-        return
     for row in range(rows):
         acc = (0.0, 0.0, 0.0, 0.0)
         for part in range(nchunks):
             task = row * nchunks + part
             terms = (partials[task, 0], partials[task, 1], partials[task, 2], partials[task, 3])
             acc = _add(acc, terms, True)  # chunk sums are double words whatever the lanes
-        offset = _row_offset(writes[2], shape, nkept, row)
-        _finish_row(acc, writes, offset, settings, words, row)
+        if words is not None:
+            for k in range(4):
+                words[row, k] = acc[k]
+        _finish_into(row_out, _row_offset(row_out, shape, nkept, row), acc, settings)
 
 
 # ----- the flat kernels ---------------------------------------------------------------------
@@ -566,11 +565,3 @@ def flat_finish(partials, finish, count, itemsize):
         value_high, value_low = dd_divide(high, low, np.float64(count), 0.0)
     rounding = _TO_F64 if itemsize == 8 else _TO_F32
     return round_dd(value_high, value_low, rounding), high, low
-
-
-@cached_kernel(**JIT)
-def flat_serial(x, y, out, gr, scale, layout):
-    """:func:`flat_tasks` over every chunk, then :func:`flat_finish`, in one call."""
-    partials = np.empty((layout[0], 2))
-    flat_tasks(0, layout[0], x, y, out, gr, scale, layout, partials)
-    return flat_finish(partials, layout[2], x.size, x.itemsize)

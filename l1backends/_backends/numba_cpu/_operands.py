@@ -77,9 +77,15 @@ class _Bytes:
 
 
 def byte_view(array: np.ndarray, writeable: bool = False) -> tuple[np.ndarray, int]:
-    """The bytes ``array`` spans as a 1-D uint8 view, and its first element's offset in it."""
+    """The bytes ``array`` spans as a 1-D uint8 view, and its first element's offset in it.
+
+    Inputs are read-only views and outputs writeable ones, always: numba compiles a
+    kernel once per argument type, and a read-only array is a type of its own.
+    """
     if array.size == 0:
-        return np.zeros(1, np.uint8), 0
+        empty = np.zeros(1, np.uint8)
+        empty.flags.writeable = writeable
+        return empty, 0
     low = sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s < 0)
     high = sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s > 0)
     start = array.__array_interface__["data"][0] + low
