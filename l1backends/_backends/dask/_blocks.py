@@ -20,7 +20,7 @@ import numpy as np
 from ..._typing import Array
 from ...numerics import compensated_sum, dd_quotient, dd_value, round_words
 from ...registry import registry
-from ...semantics import Plan, dtype_name, make_plan
+from ...semantics import Finish, Plan, dtype_name, make_plan
 
 __all__ = [
     "cast_block",
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 _OPERATION = "dask chunk"
+_REDUCING = ("mean", "sum")
 
 
 def _namespace(array: Array) -> Any:
@@ -86,7 +87,7 @@ def _chunk_plan(
         reduction,
         weight_shape,
         weight_dtype,
-        None if reduction == "none" else reduced_axes,
+        reduced_axes if reduction in _REDUCING else None,
         False,
         grad_output_shape,
         grad_output_dtype,
@@ -218,14 +219,14 @@ def keep_block(words: Array, axis: tuple[int, ...], keepdims: bool) -> Array:
     return words
 
 
-def finish_loss_block(words: Array, *, reduction: str, count: int, result_dtype: str) -> Array:
+def finish_loss_block(words: Array, *, finish: Finish, count: int, result_dtype: str) -> Array:
     """Round combined double words once: the sum, or the mean by ``count`` or by Σ w."""
     xp = _namespace(words)
     high, low = words[..., 0], words[..., 1]
     with np.errstate(all="ignore"):  # overflow to inf is the answer
-        if reduction == "mean" and words.shape[-1] == 4:
+        if finish is Finish.MEAN_BY_WEIGHT:
             high, low = dd_quotient(xp, high, low, words[..., 2], words[..., 3], "float64")
-        elif reduction == "mean":
+        elif finish is Finish.MEAN_BY_COUNT:
             divisor = xp.asarray(float(count), dtype=xp.float64, device=_device(words))
             high, low = dd_quotient(xp, high, low, divisor, xp.zeros_like(divisor), "float64")
         return round_words(xp, high, low, result_dtype)

@@ -29,7 +29,7 @@ import dask.array as da
 import numpy as np
 
 from ..._typing import Array
-from ...semantics import Plan
+from ...semantics import GradScale, Plan
 from .. import out_declined
 from ._blocks import (
     cast_block,
@@ -182,7 +182,7 @@ class DaskBackend:
     def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
         """Return the loss described by ``plan`` as a lazy dask array."""
         operands = _operands(plan, input, target, weight)
-        if plan.reduction == "none":
+        if plan.elementwise:
             return self._loss_none(operands)
         return self._finish_loss(operands, self._loss_words(operands))
 
@@ -197,7 +197,7 @@ class DaskBackend:
         """Return the subgradient with respect to ``input`` as a dask array chunked like it."""
         operands = _operands(plan, input, target, weight)
         total = None
-        if plan.reduction == "mean" and weight is not None and plan.size:
+        if plan.needs_weight_sum and plan.size:
             total = self._weight_total(operands)
         return self._grad(operands, input, grad_output, total)
 
@@ -211,11 +211,11 @@ class DaskBackend:
     ) -> tuple[Array, Array]:
         """Return ``(loss, grad)``, sharing the alignment and, for a weighted mean, Σ w."""
         operands = _operands(plan, input, target, weight)
-        if plan.reduction == "none":
+        if plan.elementwise:
             return self._loss_none(operands), self._grad(operands, input, grad_output, None)
         words = self._loss_words(operands)
         total = None
-        if plan.reduction == "mean" and weight is not None and plan.size:
+        if plan.needs_weight_sum and plan.size:
             total = words[..., 2:].map_blocks(
                 word_value_block, drop_axis=words.ndim - 1, dtype=np.float64
             )
@@ -272,7 +272,7 @@ class DaskBackend:
         return words.map_blocks(
             finish_loss_block,
             drop_axis=words.ndim - 1,
-            reduction=plan.reduction,
+            finish=plan.finish,
             count=plan.count,
             result_dtype=plan.result_dtype,
             dtype=np.dtype(plan.result_dtype),
@@ -316,7 +316,7 @@ class DaskBackend:
         # (sign · scale), but would round complex64 gradients twice, and a sum back over
         # broadcast axes must not add rounded terms: those cases run in float64/complex128.
         wide = plan.input_broadcast or (
-            plan.compute_dtype == "complex64" and plan.reduction == "mean"
+            plan.compute_dtype == "complex64" and plan.grad_scale is not GradScale.PLAIN
         )
         wide_dtype = None
         scale_dtype = plan.result_dtype
@@ -336,7 +336,7 @@ class DaskBackend:
         else:
             grad_output_args = (grad_output, None)
         common = {
-            "reduction": "none" if plan.reduction == "none" else "sum",
+            "reduction": "none" if plan.elementwise else "sum",
             "reduced_axes": plan.reduced_axes,
             "wide_dtype": wide_dtype,
             "sum_axes": sum_axes,
@@ -413,7 +413,7 @@ class DaskBackend:
             grad_output = float(np.asarray(grad_output, dtype=result))
 
         weight = operands.weight
-        if plan.reduction != "mean":
+        if plan.grad_scale is GradScale.PLAIN:
             if wide and weight is not None:
                 weight = _wide_real(weight, result)
             if wide and isinstance(grad_output, da.Array):
