@@ -267,14 +267,6 @@ def _check_options(reduction: Any, broadcast: Any, axis: Any) -> Any:
     return axis
 
 
-def _forced(backend: str | None) -> str | None:
-    """The backend a call must use: ``backend=``, else a ``use_backend`` block, else the default."""
-    if backend is not None:
-        return backend
-    forced = _forced_backend.get()
-    return _DEFAULT_BACKEND if forced is _UNSET else forced
-
-
 def _prepare(
     operation: str,
     input: Array,
@@ -291,9 +283,14 @@ def _prepare(
 
     Returns the implementation, the plan and the arguments as the backend takes them.
     """
-    input = _admit(input, "input")
-    target = _admit(target, "target")
-    forced = _forced(backend)
+    # The checks of the hot path are inlined: a call of a few microseconds feels each one.
+    if type(input) is not _ndarray:
+        input = _admit(input, "input")
+    if type(target) is not _ndarray:
+        target = _admit(target, "target")
+    forced = backend if backend is not None else _forced_backend.get()
+    if forced is _UNSET:
+        forced = _DEFAULT_BACKEND
     key = None
     if (
         weight is None
@@ -320,7 +317,10 @@ def _prepare(
             )
             if type(input) is not _ndarray:
                 key += (_device_key(input), _device_key(target))
-            hit = _call_cache.get(key)
+            if _call_cache.version == registry.version:
+                hit = _call_cache.entries.get(key)
+            else:
+                hit = _call_cache.get(key)
         except Exception:  # not arrays, an unhashable option, a tracer: the full path
             key, hit = None, None
         if hit is not None:

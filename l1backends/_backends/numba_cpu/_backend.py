@@ -57,6 +57,10 @@ if UNCACHED:
     )
 
 _FLAT_DTYPES = frozenset({np.dtype("float32"), np.dtype("float64")})
+# What a call wants: the loss, the gradient, or both.
+_LOSS, _GRAD, _BOTH = (True, False), (False, True), (True, True)
+# What serial flat passes write their chunks' partial sums into: nothing.
+_NO_PARTIALS = np.empty((0, 2))
 _PREPARED_LIMIT = 1024
 
 
@@ -169,7 +173,11 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> Array:
         """Return the loss described by ``plan`` (written into ``out`` when given)."""
-        return self._run(plan, input, target, weight, None, (True, False), out)[0]
+        if weight is None and out is None:  # small calls: one lookup, then the kernel
+            prepared = self._prepared.get((_LOSS, plan, input.dtype, input.strides, target.strides))
+            if prepared is not None:
+                return prepared(input, target)[0]
+        return self._run(plan, input, target, weight, None, _LOSS, out)[0]
 
     def grad(
         self,
@@ -181,7 +189,12 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> Array:
         """Return the subgradient with respect to ``input`` (written into ``out`` when given)."""
-        return self._run(plan, input, target, weight, grad_output, (False, True), out)[1]
+        if weight is None and grad_output is None and out is None:
+            key = (_GRAD, plan, input.dtype, input.strides, target.strides)
+            prepared = self._prepared.get(key)
+            if prepared is not None:
+                return prepared(input, target)[1]
+        return self._run(plan, input, target, weight, grad_output, _GRAD, out)[1]
 
     def loss_and_grad(
         self,
@@ -193,7 +206,12 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> tuple[Array, Array]:
         """Return ``(loss, grad)`` from one pass over input and target (grad into ``out``)."""
-        return self._run(plan, input, target, weight, grad_output, (True, True), out)
+        if weight is None and grad_output is None and out is None:
+            key = (_BOTH, plan, input.dtype, input.strides, target.strides)
+            prepared = self._prepared.get(key)
+            if prepared is not None:
+                return prepared(input, target)
+        return self._run(plan, input, target, weight, grad_output, _BOTH, out)
 
     def partials(
         self, plan: Plan, input: Array, target: Array, weight: Array | None
@@ -247,8 +265,11 @@ class NumbaCPUBackend:
             scale,
             (nchunks, chunk, int(finish)),
         )
+        threads = threads_for(plan.size)
+        if threads == 1:
+            return kern.flat_tasks(0, nchunks, *args, _NO_PARTIALS)
         partials = np.empty((nchunks, 2))
-        run_tasks(nchunks, threads_for(plan.size), kern.flat_tasks, *args, partials)
+        run_tasks(nchunks, threads, kern.flat_tasks, *args, partials)
         return kern.flat_finish(partials, int(finish), plan.size, input.itemsize)
 
     def _flat_call(
@@ -269,7 +290,6 @@ class NumbaCPUBackend:
                     self._prepared.clear()
                 prepared = _Prepared(plan, input, want, self.checked_loss)
                 self._prepared[key] = prepared
-            PATHS.visit("prepared")
             return prepared(input, target)
         PATHS.visit("flat-parallel" if threads_for(plan.size) > 1 else "flat-serial")
         result, order = plan.result_dtype, _order(input)
@@ -333,10 +353,10 @@ class _Prepared:
         self.scale = _flat_scale(plan, 1.0) if self.want_grad else 1.0
         finish = plan.finish if self.want_loss else Finish.NONE
         self.layout = (*chunking(plan.size), int(finish))
-        self.tasks: Any = None  # flat_tasks' and flat_finish's compiled entry points
-        self.finish: Any = None
+        self.tasks: Any = None  # flat_tasks' compiled entry point, after the first call
 
     def __call__(self, input: np.ndarray, target: np.ndarray) -> tuple[Any, Any]:
+        PATHS.visit("prepared")
         plan = self.plan
         gradient = None
         if self.want_grad:
@@ -346,7 +366,6 @@ class _Prepared:
             out = np.empty(plan.shape, self.result, order=self.order)
         if plan.size == 0:
             return (out if plan.elementwise or not self.want_loss else empty_loss(plan)), gradient
-        partials = np.empty((self.layout[0], 2))
         args = (
             0,
             self.layout[0],
@@ -356,16 +375,13 @@ class _Prepared:
             None if gradient is None else _flat_view(gradient),
             self.scale,
             self.layout,
-            partials,
+            _NO_PARTIALS,
         )
         if self.tasks is None:
-            kern.flat_tasks(*args)
+            value = kern.flat_tasks(*args)[0]
             self.tasks = kern.compiled_entry(kern.flat_tasks, args)
-            finish_args = (partials, self.layout[2], plan.size, self.result.itemsize)
-            self.finish = kern.compiled_entry(kern.flat_finish, finish_args)
         else:
-            self.tasks(*args)
-        value = self.finish(partials, self.layout[2], plan.size, self.result.itemsize)[0]
+            value = self.tasks(*args)[0]
         if not self.want_loss:
             return None, gradient
         if plan.elementwise:

@@ -542,26 +542,37 @@ def flat_tasks(first, last, x, y, out, gr, scale, layout, partials):
     """Chunks ``first .. last - 1`` of contiguous float32 or float64 operands of one size.
 
     ``layout`` is ``(nchunks, chunk, finish)``; a ``finish`` of ``Finish.NONE`` sums
-    nothing.  Each chunk writes its "none" outputs and gradient elements and its sum's
-    double word into ``partials``.
+    nothing.  Each chunk writes its "none" outputs and gradient elements, and its sum's
+    double word into ``partials`` (a zero-row array where no partial is wanted).
+    Returns :func:`flat_finish` of the range's sum: the loss itself when the range is
+    every chunk, so one call serves a whole serial pass.
     """
     chunk, accumulate = layout[1], layout[2] != 0
+    high = low = 0.0
     for part in range(first, last):
         stop = min(x.size, (part + 1) * chunk)
-        partials[part, 0], partials[part, 1] = _flat_chunk(
-            x, y, out, gr, scale, part * chunk, stop, accumulate
-        )
+        part_high, part_low = _flat_chunk(x, y, out, gr, scale, part * chunk, stop, accumulate)
+        if partials.shape[0]:
+            partials[part, 0], partials[part, 1] = part_high, part_low
+        high, low = dd_add(high, low, part_high, part_low)
+    return _finish_flat(high, low, layout[2], x.size, x.itemsize)
 
 
-@cached_kernel(**JIT)
-def flat_finish(partials, finish, count, itemsize):
+@njit(**JIT)
+def _finish_flat(high, low, finish, count, itemsize):
     """``(loss, high, low)``: the loss rounded once to the data's dtype (held in float64),
-    and the chunks' sum as an unrounded double word."""
-    high = low = 0.0
-    for part in range(partials.shape[0]):
-        high, low = dd_add(high, low, partials[part, 0], partials[part, 1])
+    and the sum as an unrounded double word."""
     value_high, value_low = high, low
     if finish == _FINISH_COUNT:
         value_high, value_low = dd_divide(high, low, np.float64(count), 0.0)
     rounding = _TO_F64 if itemsize == 8 else _TO_F32
     return round_dd(value_high, value_low, rounding), high, low
+
+
+@cached_kernel(**JIT)
+def flat_finish(partials, finish, count, itemsize):
+    """:func:`_finish_flat` of the chunks' partial sums, added in order (parallel passes)."""
+    high = low = 0.0
+    for part in range(partials.shape[0]):
+        high, low = dd_add(high, low, partials[part, 0], partials[part, 1])
+    return _finish_flat(high, low, finish, count, itemsize)

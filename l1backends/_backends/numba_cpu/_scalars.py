@@ -15,6 +15,7 @@ the sign of the low word, so a result is never rounded twice.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -41,7 +42,7 @@ __all__ = [
     "two_sum",
 ]
 
-JIT = {"error_model": "numpy", "nogil": True}
+JIT: dict[str, Any] = {"error_model": "numpy", "nogil": True}
 
 # Storage formats (the low 4 bits of a mode).  Complex formats hold two parts.
 F16, F32, F64, C64, C128, I8, I16, I32, I64, U8, U16, U32, U64 = range(1, 14)
