@@ -169,7 +169,7 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
         try:
             grad_output = float(grad_output) if abs(grad_output) >= 2**53 else grad_output
         except OverflowError:
-            grad_output = math.copysign(math.inf, grad_output)
+            grad_output = math.inf if grad_output > 0 else -math.inf
         return grad_output, (), None
     if isinstance(grad_output, float):
         return grad_output, (), None
@@ -260,10 +260,10 @@ def _check_options(reduction: Any, broadcast: Any, axis: Any) -> Any:
         raise TypeError(f"broadcast must be True or False, got {broadcast!r}")
     if isinstance(axis, list):
         axis = tuple(axis)
-    try:
-        hash(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}") from None
+    for ax in axis if isinstance(axis, tuple) else () if axis is None else (axis,):
+        # bool, float and the like compare equal to ints: refused before any cache sees them.
+        if isinstance(ax, bool) or not hasattr(ax, "__index__"):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
     return axis
 
 

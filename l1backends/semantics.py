@@ -392,7 +392,7 @@ class Plan:
         return self.input_shape != self.shape
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096, typed=True)
 def make_plan(
     input_shape: tuple[int, ...],
     input_dtype: str,
