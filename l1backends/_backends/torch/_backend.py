@@ -28,6 +28,7 @@ complex inputs and for a weight that requires grad.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,30 @@ def cuda_route() -> str | None:
     return _interop.cuda_route(lambda name: _interop.usable(registry, name))
 
 
+_choices: dict[Plan, Any] = {}
+_choices_version = -1
+_dispatch_log = logging.getLogger("l1backends.dispatch")
+
+
+def _host_implementation(plan: Plan, arrays: tuple[Any, ...], label: str) -> Any:
+    """The registry's backend for NumPy views of CPU tensors, remembered per plan.
+
+    The choice depends only on the argument types (NumPy arrays, every time) and the
+    plan, so it is kept until the registry changes; with DEBUG logging every call asks
+    the registry, which logs the decision.
+    """
+    global _choices_version
+    if _choices_version != registry.version:
+        _choices.clear()
+        _choices_version = registry.version
+    implementation = _choices.get(plan)
+    if implementation is None or _dispatch_log.isEnabledFor(logging.DEBUG):
+        implementation = registry.select(arrays, None, label, plan)
+        if registry.static_choice(arrays) is implementation and len(_choices) < 4096:
+            _choices[plan] = implementation
+    return implementation
+
+
 def run(
     plan: Plan,
     operation: str,
@@ -101,20 +126,20 @@ def run(
     Nothing is copied: the inputs are read in place and the results are the native
     backend's fresh arrays, wrapped as tensors on the inputs' device.
     """
-    if input.device.type == "cpu":
+    if input.is_cpu:
         # Tensor.numpy(force=True) detaches and resolves conjugate/negative bits; on a
         # CPU tensor without such bits it is a view of the same memory.
         x = input.numpy(force=True)
         y = target.numpy(force=True)
         if weight is None and operation == "loss":
-            implementation = registry.select((x, y), None, "l1_loss", plan)
+            implementation = _host_implementation(plan, (x, y), "l1_loss")
             return torch.from_numpy(implementation.loss(plan, x, y, None))
         w = None if weight is None else weight.numpy(force=True)
         g = grad_output.numpy(force=True) if isinstance(grad_output, torch.Tensor) else grad_output
         arrays = (x, y) if w is None else (x, y, w)
-        implementation = registry.select(arrays, None, _LABELS[operation], plan)
+        implementation = _host_implementation(plan, arrays, _LABELS[operation])
         return _wrapped(_call(implementation, operation, plan, x, y, w, g), torch.from_numpy)
-    if input.device.type == "cuda":
+    if input.is_cuda:
         route = cuda_route()
         if route is not None:
             to_native, from_native = _cuda_converters(route, input.device)
@@ -303,6 +328,9 @@ class L1LossFunction(torch.autograd.Function):
         return None, *_gradients(plan, unit, grad_output, input, target, weight, needs)
 
 
+_apply = super(torch.autograd.Function, L1LossFunction).apply
+
+
 class _SecondOrder(torch.autograd.Function):
     """The gradients as a function of ``grad_output``: linear in it, piecewise constant in x, y."""
 
@@ -350,6 +378,15 @@ class _SecondOrder(torch.autograd.Function):
         return None, None, None, d_grad_output.to(grad_output.dtype), *zeros, None
 
 
+def _refuse_torch_func() -> None:
+    if torch._C._are_functorch_transforms_active():
+        raise TypeError(
+            "l1backends does not support torch.func transforms (vmap, grad, jacrev, ...): "
+            "the native kernels read tensors' memory, which these transforms wrap; use "
+            "torch.autograd (loss.backward()) or torch.compile"
+        )
+
+
 class TorchBackend:
     """L1 loss and subgradient for torch tensors on the native kernels of their device."""
 
@@ -368,7 +405,11 @@ class TorchBackend:
             or target.requires_grad
             or (weight is not None and weight.requires_grad)
         ):
-            return L1LossFunction.apply(plan, input, target, weight)
+            _refuse_torch_func()
+            # Function.apply's Python wrapper only prepares torch.func transforms (refused
+            # above); its C++ base is the same call, 1 µs faster.
+            return _apply(plan, input, target, weight)
+        _refuse_torch_func()
         return run(plan, "loss", input, target, weight, None)
 
     def grad(
@@ -380,6 +421,7 @@ class TorchBackend:
         grad_output: Any,
     ) -> torch.Tensor:
         """Return the subgradient with respect to input (a tensor outside autograd)."""
+        _refuse_torch_func()
         return run(plan, "grad", input, target, weight, grad_output)
 
     def loss_and_grad(
@@ -391,6 +433,7 @@ class TorchBackend:
         grad_output: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss, grad)`` from one pass (tensors outside autograd)."""
+        _refuse_torch_func()
         return run(plan, "loss_and_grad", input, target, weight, grad_output)
 
 
