@@ -39,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from ..._typing import Array
+from ...numerics import accumulate_dtype
 from ...registry import registry
 from ...semantics import Plan
 from .. import _interop
@@ -47,8 +48,9 @@ from . import _ffi
 __all__ = ["FFI_MIN", "XLA_OUTPUT_MIN", "JaxBackend", "backend"]
 
 #: Traced reductions of at least this many elements run natively on the CPU; below, one
-#: fused XLA reduction costs less than the custom call's Python handler (measured: the
-#: two break even near 1e5 float32 elements).
+#: fused XLA reduction in float64 costs less than the custom call's Python handler
+#: (measured: the two break even near 1e5 float32 elements).  Without float64 (no
+#: ``jax_enable_x64``) the custom call serves every size.
 FFI_MIN = 1 << 17
 
 #: Concrete CPU arrays of at least this many elements get their "none" loss and gradients
@@ -137,29 +139,43 @@ _jit_lock = threading.Lock()
 
 
 def _jitted(plan: Plan, operation: str, weighted: bool, grad: Any) -> Any:
-    """The generic backend's ``operation`` for this plan, compiled once with ``jax.jit``."""
-    array_g = isinstance(grad, jax.Array)
-    key = (plan, operation, weighted, array_g, None if array_g else grad)
-    try:
-        return _jit_cache[key]
-    except KeyError:
-        pass
+    """The generic backend's ``operation`` for this plan, compiled once with ``jax.jit``.
 
-    def function(x: Any, y: Any, w: Any, g: Any) -> Any:
-        return _call(_generic(), operation, plan, x, y, w, g if array_g else grad)
+    A number ``grad_output`` becomes a 0-d argument of the result dtype (the spec casts it
+    to that dtype anyway), so that each value does not compile anew.
+    """
+    key = (plan, operation, weighted, grad is None)
+    compiled = _jit_cache.get(key)
+    if compiled is None:
 
-    compiled = jax.jit(function)
-    with _jit_lock:
-        return _jit_cache.setdefault(key, compiled)
+        def function(x: Any, y: Any, w: Any, g: Any) -> Any:
+            return _call(_generic(), operation, plan, x, y, w, g)
+
+        with _jit_lock:
+            compiled = _jit_cache.setdefault(key, jax.jit(function))
+
+    def call(x: Any, y: Any, w: Any, g: Any) -> Any:
+        if g is not None and not isinstance(g, jax.Array):
+            with np.errstate(over="ignore"):
+                g = jnp.asarray(np.asarray(g, dtype=plan.result_dtype))
+        return compiled(x, y, w, g)
+
+    return call
 
 
 # ----- traced code ----------------------------------------------------------------------------
 
 
 def _value(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
-    """The loss's value in traced code: native on the CPU where that pays, else XLA."""
+    """The loss's value in traced code: native on the CPU where that pays, else XLA.
+
+    XLA's exact reduction is cheap where JAX has float64 for a narrower result ("wide");
+    without ``jax_enable_x64`` it is a compensated float32 tree, slower than the custom
+    call at every size.
+    """
     generic = _generic()
-    if plan.reduction == "none" or plan.size < FFI_MIN or not _ffi.register():
+    wide = accumulate_dtype(jnp) == "float64" and plan.result_dtype != "float64"
+    if plan.reduction == "none" or (wide and plan.size < FFI_MIN) or not _ffi.register():
         return generic.loss(plan, input, target, weight)
     return lax.platform_dependent(
         input,

@@ -302,7 +302,7 @@ class L1LossFunction(torch.autograd.Function):
         target: torch.Tensor,
         weight: torch.Tensor | None,
     ) -> torch.Tensor:
-        if ctx.needs_input_grad[1] and plan.size >= FUSED_MIN:
+        if ctx.needs_input_grad[1] and input.numel() >= FUSED_MIN:
             loss, unit = run(plan, "loss_and_grad", input, target, weight, None)
         else:
             loss, unit = run(plan, "loss", input, target, weight, None), None
