@@ -27,6 +27,7 @@ def loss(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
 def native_traced(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every traced reduction, however small, through the FFI custom call."""
     monkeypatch.setattr(jax_backend, "FFI_MIN", 0)
+    monkeypatch.setattr(jax_backend, "FFI_MIN_NARROW", 0)
 
 
 X = np.array([1.0, 2.0, 3.0, 4.0, 0.5], dtype=np.float32)

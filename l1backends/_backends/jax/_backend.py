@@ -4,14 +4,17 @@ Concrete arrays (outside any trace)
     A CPU array's buffer is read in place through DLPack as a NumPy array and runs on
     the backend the registry picks for NumPy (numba-cpu); an array on a CUDA device
     goes to CuPy through DLPack when the cupy backend can run.  The result is put back
-    on the input's device.  (XLA only adopts 64-byte-aligned host memory, so a large
-    "none" loss or gradient is copied once into JAX's buffer.)  On other devices the
-    generic backend runs, compiled with ``jax.jit``.
+    on the input's device.  On the CPU, a "none" loss or a gradient of at least
+    :data:`XLA_OUTPUT_MIN` elements is instead one fused XLA loop: XLA adopts only
+    64-byte-aligned host memory, so the kernel's fresh result would be copied into a
+    JAX buffer, and that costs more than XLA writing it.  On other devices the generic
+    backend runs, compiled with ``jax.jit``.
 
 Traced code (``jit``, ``grad``, ``vmap`` and any nesting of them)
     The loss is a ``jax.custom_vjp`` function:
 
-    * its value: on the CPU, a reduction of at least :data:`FFI_MIN` elements is one
+    * its value: on the CPU, a reduction of at least :data:`FFI_MIN` elements
+      (:data:`FFI_MIN_NARROW` without ``jax_enable_x64``) is one
       native pass through an XLA FFI custom call (:mod:`._ffi`, batched under
       ``vmap`` without a loop); smaller ones, ``"none"``, and every other platform
       (``lax.platform_dependent``) run the generic backend in ``jax.numpy``, so
@@ -45,13 +48,15 @@ from ...semantics import Plan
 from .. import _interop
 from . import _ffi
 
-__all__ = ["FFI_MIN", "XLA_OUTPUT_MIN", "JaxBackend", "backend"]
+__all__ = ["FFI_MIN", "FFI_MIN_NARROW", "XLA_OUTPUT_MIN", "JaxBackend", "backend"]
 
 #: Traced reductions of at least this many elements run natively on the CPU; below, one
 #: fused XLA reduction in float64 costs less than the custom call's Python handler
-#: (measured: the two break even near 1e5 float32 elements).  Without float64 (no
-#: ``jax_enable_x64``) the custom call serves every size.
+#: (measured: the two break even near 1e5 float32 elements).
 FFI_MIN = 1 << 17
+#: The same without float64 (no ``jax_enable_x64``), where XLA's exact reduction is a
+#: compensated float32 tree: under ``value_and_grad`` the two break even near 3e4.
+FFI_MIN_NARROW = 1 << 15
 
 #: Concrete CPU arrays of at least this many elements get their "none" loss and gradients
 #: from one fused XLA loop (compiled once per call signature); smaller ones, where a copy
@@ -167,15 +172,11 @@ def _jitted(plan: Plan, operation: str, weighted: bool, grad: Any) -> Any:
 
 
 def _value(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
-    """The loss's value in traced code: native on the CPU where that pays, else XLA.
-
-    XLA's exact reduction is cheap where JAX has float64 for a narrower result ("wide");
-    without ``jax_enable_x64`` it is a compensated float32 tree, slower than the custom
-    call at every size.
-    """
+    """The loss's value in traced code: native on the CPU where that pays, else XLA."""
     generic = _generic()
     wide = accumulate_dtype(jnp) == "float64" and plan.result_dtype != "float64"
-    if plan.reduction == "none" or (wide and plan.size < FFI_MIN) or not _ffi.register():
+    threshold = FFI_MIN if wide else FFI_MIN_NARROW
+    if plan.reduction == "none" or plan.size < threshold or not _ffi.register():
         return generic.loss(plan, input, target, weight)
     return lax.platform_dependent(
         input,
