@@ -120,7 +120,10 @@ def _admit(array: Any, role: str) -> Any:
 def _compiling() -> bool:
     """Whether torch.compile is tracing this call (dynamo traces this check itself)."""
     torch = sys.modules.get("torch")
-    return torch is not None and torch.compiler.is_compiling()
+    if torch is None:
+        return False
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return is_compiling is not None and is_compiling()
 
 
 def _device_key(array: Any) -> Any:
