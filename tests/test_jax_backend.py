@@ -215,3 +215,14 @@ def test_float32_mean_without_x64_divides_by_the_exact_count() -> None:
         )
         assert float(scale(x, y)[0]) == float(np.float32(3.0 / n))
         assert float(l1.l1_loss(x, y)) == 3.0  # the jax entry: the native kernel
+
+
+def test_an_error_in_the_custom_call_reaches_the_caller(native_traced, monkeypatch) -> None:
+    from l1backends._backends.jax import _ffi
+
+    def fail(plan, operands):  # type: ignore[no-untyped-def]
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(_ffi, "_batched_loss", fail)
+    with pytest.raises(Exception, match="l1backends: RuntimeError: kaboom"):
+        jax.jit(loss)(jnp.ones(7), jnp.zeros(7)).block_until_ready()
