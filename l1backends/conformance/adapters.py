@@ -74,10 +74,12 @@ __all__ = [
     "CUPY",
     "DASK",
     "JAX",
+    "JAX_NATIVE",
     "LAYOUTS",
     "NUMBA_CUDA",
     "NUMPY",
     "TORCH",
+    "TORCH_NATIVE",
     "ArrayAdapter",
     "build",
 ]
@@ -541,6 +543,30 @@ NUMPY = _NumPy()
 ARRAY_API_STRICT = _ArrayAPIStrict()
 TORCH = _Torch()
 JAX = _Jax()
+
+
+class _Native:
+    """Fewer examples for a framework entry that hands its arrays to the NumPy kernels.
+
+    Its numerics are numba-cpu's, checked by that backend's own suite; here the suite
+    checks the hand-over (layouts, dtypes, results back) and the library's autodiff,
+    which a few cases per property do, while every new case may cost a numba compilation.
+    """
+
+    example_factor = 0.25
+
+
+class _TorchNative(_Native, _Torch):
+    pass
+
+
+class _JaxNative(_Native, _Jax):
+    pass
+
+
+#: The adapters of the "torch" and "jax" entries: torch's and JAX's, with fewer examples.
+TORCH_NATIVE = _TorchNative()
+JAX_NATIVE = _JaxNative()
 NUMBA_CUDA = _NumbaCUDA()
 CUPY = _CuPy()
 DASK = _Dask()
@@ -553,8 +579,8 @@ BUILTIN_ADAPTERS: dict[str, tuple[ArrayAdapter, ...]] = {
     "numba-cuda": (NUMBA_CUDA,),
     "cupy": (CUPY,),
     "dask": (DASK,),
-    "torch": (TORCH,),
-    "jax": (JAX,),
+    "torch": (TORCH_NATIVE,),
+    "jax": (JAX_NATIVE,),
     "array-api": (NUMPY, ARRAY_API_STRICT, TORCH, JAX),
 }
 

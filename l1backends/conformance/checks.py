@@ -506,7 +506,6 @@ def run_property(
     *,
     max_examples: int | None = None,
     shrink: bool = True,
-    scale: float = 1.0,
 ) -> None:
     """Run property ``name`` on ``target`` for inputs promoting to ``dtype``, under hypothesis.
 
@@ -523,8 +522,6 @@ def run_property(
         scaled by the adapter's ``example_factor``).
     shrink : bool
         Whether hypothesis shrinks a failing example to a minimal one.
-    scale : float
-        Multiplies the number of examples (for properties that compile per example).
 
     Raises
     ------
@@ -538,8 +535,7 @@ def run_property(
     ]
     strategy = cases(target.adapter, pairs, **prop.options)
     if max_examples is None:
-        factor = target.adapter.example_factor * scale
-        max_examples = max(2, round(settings().max_examples * factor))
+        max_examples = max(2, round(settings().max_examples * target.adapter.example_factor))
 
     phases = tuple(p for p in settings().phases if shrink or p is not Phase.shrink)
 

@@ -33,6 +33,7 @@ Traced code (``jit``, ``grad``, ``vmap`` and any nesting of them)
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Any
 
@@ -89,17 +90,33 @@ def _call(implementation: Any, operation: str, plan: Plan, x: Any, y: Any, w: An
     return getattr(implementation, operation)(plan, x, y, w, g)
 
 
+def _host_view(array: Any) -> np.ndarray:
+    """A JAX CPU array's buffer as a NumPy array, without a copy.
+
+    DLPack marks it read-only, and numba compiles separate kernels for read-only
+    arrays; JAX's CPU buffers are C-contiguous, so the same memory is viewed as an
+    ordinary array instead (the kernels never write their inputs), and the calls share
+    the kernels NumPy and torch inputs compiled.
+    """
+    view = np.from_dlpack(array)
+    if view.flags.writeable or not view.flags.c_contiguous or view.nbytes == 0:
+        return view
+    memory = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
+    memory.owner = view  # the DLPack view keeps JAX's buffer alive as long as the alias
+    return np.frombuffer(memory, view.dtype).reshape(view.shape)
+
+
 def _eager(plan: Plan, operation: str, input: Any, target: Any, weight: Any, grad: Any) -> Any:
     device = _device(input)
     platform = None if device is None else device.platform
     if platform == "cpu":
         if (operation == "loss" and plan.reduction != "none") or plan.size < XLA_OUTPUT_MIN:
-            return _native(plan, operation, np.from_dlpack, input, target, weight, grad, device)
+            return _native(plan, operation, _host_view, input, target, weight, grad, device)
         # A fresh full-size result would be copied into a JAX buffer (XLA adopts only
         # 64-byte-aligned host memory), and the first touch of that buffer costs more
         # than XLA writing it: one fused XLA loop makes it instead.
         if operation == "loss_and_grad" and plan.reduction != "none":
-            loss = _native(plan, "loss", np.from_dlpack, input, target, weight, None, device)
+            loss = _native(plan, "loss", _host_view, input, target, weight, None, device)
             return loss, _jitted(plan, "grad", weight is not None, grad)(
                 input, target, weight, grad
             )
