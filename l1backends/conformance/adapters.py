@@ -553,7 +553,7 @@ class _Native:
     which a few cases per property do, while every new case may cost a numba compilation.
     """
 
-    example_factor = 0.25
+    example_factor = 1 / 6  # two examples per property and dtype in the ci profile
 
 
 class _TorchNative(_Native, _Torch):
