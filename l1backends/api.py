@@ -117,6 +117,15 @@ def _admit(array: Any, role: str) -> Any:
     return array.view(ndarray)
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing this call (dynamo traces this check itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return is_compiling is not None and is_compiling()
+
+
 def _device_key(array: Any) -> Any:
     """What identifies an array's device in the call cache (raises for tracers and the like)."""
     return array.device
@@ -193,10 +202,28 @@ def _number(value: Any, numpy: Any) -> Any:
     return value.item()
 
 
+_tracers: dict[type, bool] = {}
+
+
+def _is_tracer(cls: type) -> bool:
+    """Whether ``cls`` is a JAX tracer: an array being traced, which has no device yet."""
+    try:
+        return _tracers[cls]
+    except KeyError:
+        found = any(type_name(base) == "jax._src.core:Tracer" for base in cls.__mro__)
+        return _tracers.setdefault(cls, found)
+
+
 def _check_devices(arrays: tuple[Array, ...]) -> None:
-    """Refuse arrays of one library that live on different devices."""
+    """Refuse arrays of one library that live on different devices.
+
+    JAX tracers are left out: they stand for arrays whose placement JAX decides.
+    """
     import array_api_compat
 
+    arrays = tuple(a for a in arrays if not _is_tracer(type(a)))
+    if len(arrays) < 2:
+        return
     try:
         devices = [array_api_compat.device(a) for a in arrays]
     except (TypeError, AttributeError, ValueError):
@@ -401,6 +428,12 @@ def l1_loss(
         The loss, in the inputs' namespace and on their device, of the real
         result dtype: 0-d for "mean"/"sum" without ``axis``.
     """
+    if _compiling():
+        from ._backends.torch import _ops
+
+        return _ops.compiled_call(
+            "l1_loss", input, target, reduction, weight, axis, broadcast, backend
+        )
     implementation, plan, input, target, weight, _ = _prepare(
         "l1_loss", input, target, reduction, weight, axis, broadcast, backend, None, out
     )
@@ -445,6 +478,12 @@ def l1_loss_grad(
     array
         The gradient, of the input's shape and the promoted dtype.
     """
+    if _compiling():
+        from ._backends.torch import _ops
+
+        return _ops.compiled_call(
+            "l1_loss_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output
+        )
     implementation, plan, input, target, weight, grad_output = _prepare(
         "l1_loss_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output, out
     )
@@ -480,6 +519,13 @@ def l1_loss_and_grad(
     tuple of array
         ``(l1_loss(...), l1_loss_grad(...))``.
     """
+    if _compiling():
+        from ._backends.torch import _ops
+
+        return _ops.compiled_call(
+            "l1_loss_and_grad", input, target, reduction, weight, axis, broadcast, backend,
+            grad_output,
+        )  # fmt: skip
     implementation, plan, input, target, weight, grad_output = _prepare(
         "l1_loss_and_grad", input, target, reduction, weight, axis, broadcast, backend, grad_output,
         out,

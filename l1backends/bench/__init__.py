@@ -1,8 +1,8 @@
 """Benchmarks of l1backends: ``python benchmarks/bench.py`` or ``l1backends bench``.
 
 The default mode times the numba-CPU backend against the memory-bandwidth floor,
-NumPy, PyTorch and JAX in one process; ``--gpu`` and ``--dask`` run the GPU and
-Dask benchmarks instead.
+NumPy, PyTorch and JAX in one process; ``--gpu``, ``--dask`` and ``--frameworks``
+run the GPU, Dask and PyTorch/JAX benchmarks instead.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--gpu", action="store_true", help="run the GPU benchmark")
     mode.add_argument("--dask", action="store_true", help="run the Dask benchmark")
+    mode.add_argument(
+        "--frameworks",
+        action="store_true",
+        help="run the PyTorch/JAX benchmark (l1backends on tensors and JAX arrays)",
+    )
     parser.add_argument(
         "--sizes", type=float, nargs="+", default=[1e3, 1e4, 1e5, 1e6, 1e7, 5e7],
         help="element counts (default: 1e3 to 5e7)",
@@ -41,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark selected by ``argv`` and return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     options, _ = build_parser().parse_known_args(argv)
-    # The GPU and Dask modes take their own options: everything but the mode flag.
-    rest = [argument for argument in argv if argument not in ("--gpu", "--dask")]
+    # The other modes take their own options: everything but the mode flag.
+    rest = [argument for argument in argv if argument not in ("--gpu", "--dask", "--frameworks")]
     if options.gpu:
         from . import gpu
 
@@ -51,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import dask
 
         return dask.run(rest)
+    if options.frameworks:
+        from . import frameworks
+
+        return frameworks.run(rest)
     from . import cpu
 
     return cpu.run(argv)

@@ -48,6 +48,15 @@ The adapter interface
     for the one-line reproduction printed with every failure.
 ``imports``
     The import statement that ``repro`` needs.
+``autodiff_backends`` and ``autodiff(input, target, reduction, **options)`` (optional)
+    For a library with its own automatic differentiation: the backends whose ``l1_loss``
+    it differentiates, and a function that runs ``l1_loss`` on the arrays (options as
+    for the public function, ``backend`` included), differentiates it with the
+    library's autodiff with the cotangent ``grad_output`` (None: ones) and returns
+    ``(loss, gradient wrt input, gradient wrt target)``.  Gradients follow the spec's
+    convention for complex inputs, ``(x - y) / |x - y|`` (a library that returns the
+    conjugate converts); a gradient the library cannot take (integer arguments) is
+    None.  The suite's ``autodiff`` property checks them against the exact subgradient.
 """
 
 from __future__ import annotations
@@ -66,10 +75,12 @@ __all__ = [
     "DASK",
     "EXTRA_LAYOUTS",
     "JAX",
+    "JAX_NATIVE",
     "LAYOUTS",
     "NUMBA_CUDA",
     "NUMPY",
     "TORCH",
+    "TORCH_NATIVE",
     "ArrayAdapter",
     "build",
 ]
@@ -100,6 +111,7 @@ class ArrayAdapter:
     unsupported_dtypes: frozenset[str] = frozenset()
     subnormals = True
     imports = "import numpy as np"
+    autodiff_backends: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<conformance adapter {self.name}>"
@@ -196,6 +208,12 @@ class ArrayAdapter:
     def repro(self, expression: str) -> str:
         """Source turning the NumPy ``expression`` into this library's array."""
         return f"{self.module}.asarray({expression})"
+
+    def autodiff(
+        self, input: Array, target: Array, reduction: str, **options: Any
+    ) -> tuple[Array, Array | None, Array | None]:
+        """``(loss, d/d input, d/d target)`` by the library's autodiff (see the module doc)."""
+        raise NotImplementedError(f"{self.name} arrays have no automatic differentiation")
 
 
 def _type_name(cls: type) -> str:
@@ -303,6 +321,36 @@ class _Torch(ArrayAdapter):
     def repro(self, expression: str) -> str:
         return f"torch.from_numpy({expression})"
 
+    autodiff_backends = ("torch",)
+
+    def autodiff(
+        self, input: Array, target: Array, reduction: str, **options: Any
+    ) -> tuple[Array, Array | None, Array | None]:
+        """``l1_loss(...).backward(grad_output)`` through ``torch.autograd``."""
+        import torch
+
+        from .. import api
+
+        grad_output = options.pop("grad_output", None)
+        leaves = [
+            a.detach().requires_grad_() if a.is_floating_point() or a.is_complex() else None
+            for a in (input, target)
+        ]
+        x, y = (
+            leaf if leaf is not None else a for leaf, a in zip(leaves, (input, target), strict=True)
+        )
+        loss = api.l1_loss(x, y, reduction, **options)
+        if grad_output is None:
+            g = torch.ones_like(loss)
+        elif isinstance(grad_output, float):
+            g = torch.full_like(loss, grad_output)
+        else:
+            g = torch.from_numpy(np.asarray(grad_output)).to(loss.dtype).expand(loss.shape)
+        wanted = [leaf for leaf in leaves if leaf is not None]
+        found = iter(torch.autograd.grad(loss, wanted, g) if wanted else ())
+        gx, gy = (next(found) if leaf is not None else None for leaf in leaves)
+        return loss.detach(), gx, gy
+
 
 class _Jax(ArrayAdapter):
     """JAX arrays; importing the adapter's library enables ``jax_enable_x64``.
@@ -339,6 +387,37 @@ class _Jax(ArrayAdapter):
 
     def repro(self, expression: str) -> str:
         return f"jax.numpy.asarray({expression})"
+
+    autodiff_backends = ("jax",)
+
+    def autodiff(
+        self, input: Array, target: Array, reduction: str, **options: Any
+    ) -> tuple[Array, Array | None, Array | None]:
+        """``jax.vjp`` of ``l1_loss`` under ``jax.jit``, gradients conjugated to the spec's."""
+        import jax
+        import jax.numpy as jnp
+
+        from .. import api
+
+        grad_output = options.pop("grad_output", None)
+        weight = options.pop("weight", None)
+
+        def loss_and_pullback(x: Array, y: Array, w: Array | None, g: Array) -> Any:
+            loss, pullback = jax.vjp(
+                lambda a, b: api.l1_loss(a, b, reduction, weight=w, **options), x, y
+            )
+            cotangent = jnp.broadcast_to(jnp.asarray(g, dtype=loss.dtype), loss.shape)
+            return loss, *pullback(cotangent)
+
+        g = 1.0 if grad_output is None else np.asarray(grad_output)
+        loss, gx, gy = jax.jit(loss_and_pullback)(input, target, weight, g)
+
+        def spec(gradient: Array, primal: Array) -> Array | None:
+            if not jnp.issubdtype(primal.dtype, jnp.inexact):
+                return None
+            return jnp.conj(gradient) if jnp.iscomplexobj(gradient) else gradient
+
+        return loss, spec(gx, input), spec(gy, target)
 
 
 class _NumbaCUDA(ArrayAdapter):
@@ -526,6 +605,30 @@ NUMPY = _NumPy()
 ARRAY_API_STRICT = _ArrayAPIStrict()
 TORCH = _Torch()
 JAX = _Jax()
+
+
+class _Native:
+    """Fewer examples for a framework entry that hands its arrays to the NumPy kernels.
+
+    Its numerics are numba-cpu's, checked by that backend's own suite; here the suite
+    checks the hand-over (layouts, dtypes, results back) and the library's autodiff,
+    which a few cases per property do, while every new case may cost a numba compilation.
+    """
+
+    example_factor = 1 / 6  # two examples per property and dtype in the ci profile
+
+
+class _TorchNative(_Native, _Torch):
+    pass
+
+
+class _JaxNative(_Native, _Jax):
+    pass
+
+
+#: The adapters of the "torch" and "jax" entries: torch's and JAX's, with fewer examples.
+TORCH_NATIVE = _TorchNative()
+JAX_NATIVE = _JaxNative()
 NUMBA_CUDA = _NumbaCUDA()
 CUPY = _CuPy()
 DASK = _Dask()
@@ -538,6 +641,8 @@ BUILTIN_ADAPTERS: dict[str, tuple[ArrayAdapter, ...]] = {
     "numba-cuda": (NUMBA_CUDA,),
     "cupy": (CUPY,),
     "dask": (DASK,),
+    "torch": (TORCH_NATIVE,),
+    "jax": (JAX_NATIVE,),
     "array-api": (NUMPY, ARRAY_API_STRICT, TORCH, JAX),
 }
 

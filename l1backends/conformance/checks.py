@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from .. import api
 from .._typing import Array
 from ..registry import Capabilities
-from ..semantics import dtype_name, promote_dtypes
+from ..semantics import dtype_name, promote_dtypes, real_dtype
 from .adapters import ArrayAdapter
 from .reference import Ext, distance_in_ulps, exact_grad, exact_loss, exponent_of, to_exact, ulp
 from .strategies import Case, cases, dtype_pairs
@@ -31,6 +31,7 @@ from .strategies import Case, cases, dtype_pairs
 __all__ = [
     "PROPERTIES",
     "Target",
+    "check_autodiff",
     "check_convexity",
     "check_finite_differences",
     "check_grad",
@@ -437,6 +438,50 @@ def _with(values: np.ndarray, index: int, value: Any) -> np.ndarray:
     return changed
 
 
+def check_autodiff(target: Target, case: Case) -> None:
+    """The library's own autodiff of ``l1_loss`` gives the loss and the spec's subgradient.
+
+    Runs the adapter's ``autodiff`` hook (``torch.autograd``, ``jax.vjp``) with the
+    case's ``grad_output`` as the cotangent, and holds the loss and the gradients with
+    respect to input and target (each in its argument's dtype) to the exact references
+    and the declared ulps: 0 at ties, NaN where an input is NaN.
+    """
+    adapter = target.adapter
+    if target.backend not in adapter.autodiff_backends:
+        return
+    call = _Call(target, case, "l1_loss")
+    g = case.grad_output
+    options = {**call.options, "backend": target.backend, "grad_output": g}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            loss, gx, gy = adapter.autodiff(
+                call.input, call.target_array, case.reduction, **options
+            )
+    except Exception as error:
+        raise call.fail(f"autodiff raised {type(error).__name__}: {error}") from error
+    plan = case.plan()
+    expected = [((v,), None) for v in exact_loss(plan, case.input, case.target, case.weight)]
+    bound = _bound(target, plan.compute_dtype)
+    _compare(call, adapter.to_numpy(loss), expected, plan.result_dtype, bound, "autodiff loss")
+    for wrt, got, swapped in (("input", gx, False), ("target", gy, True)):
+        if got is None:
+            continue
+        first, second = (case.target, case.input) if swapped else (case.input, case.target)
+        with_g = case.plan(swapped=swapped, grad_output=g)
+        exact = exact_grad(with_g, first, second, case.weight, g)
+        if with_g.is_complex and np.dtype(first.dtype).kind != "c":
+            exact = [((components[0],), magnitude) for components, magnitude in exact]
+        values = adapter.to_numpy(got)
+        if values.shape != first.shape:
+            raise call.fail(
+                f"autodiff gradient wrt {wrt} has shape {values.shape}, not {first.shape}"
+            )
+        # The library returns the gradient in the argument's own dtype: judge it there.
+        dtype = real_dtype(np.dtype(first.dtype).name)
+        _compare(call, values, exact, dtype, bound, f"autodiff gradient wrt {wrt}")
+
+
 @dataclass(frozen=True)
 class Property:
     """A check and the options of the strategy that feeds it."""
@@ -455,6 +500,7 @@ PROPERTIES: dict[str, Property] = {
     "loss_and_grad": Property(check_loss_and_grad, {"gradient": True}),
     "convexity": Property(check_convexity, {"finite": True, "probe": True}),
     "finite_differences": Property(check_finite_differences, {"finite": True}),
+    "autodiff": Property(check_autodiff, {"gradient": True, "positive_weight_sums": True}),
 }
 
 

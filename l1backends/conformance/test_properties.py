@@ -6,9 +6,12 @@ for one backend, adapter and declared (promoted) dtype.
 
 from __future__ import annotations
 
+import pytest
+
 from .checks import Target, run_property
 
 __all__ = [
+    "test_autodiff",
     "test_convexity",
     "test_finite_differences",
     "test_grad_definition",
@@ -52,3 +55,12 @@ def test_convexity(conformance_target: Target, conformance_dtype: str) -> None:
 def test_finite_differences(conformance_target: Target, conformance_dtype: str) -> None:
     """Away from ties the backend's loss changes exactly as its gradient predicts."""
     run_property(conformance_target, "finite_differences", conformance_dtype)
+
+
+def test_autodiff(conformance_target: Target, conformance_dtype: str) -> None:
+    """The library's autodiff (torch.autograd, jax.vjp) of l1_loss gives the spec's subgradient."""
+    if conformance_target.backend not in conformance_target.adapter.autodiff_backends:
+        pytest.skip(
+            f"{conformance_target.adapter.name} arrays are not differentiated by this backend"
+        )
+    run_property(conformance_target, "autodiff", conformance_dtype)

@@ -72,6 +72,8 @@ BUILTIN_SPECS = (
     "l1backends._backends.numba_cuda:SPEC",
     "l1backends._backends.cupy:SPEC",
     "l1backends._backends.dask:SPEC",
+    "l1backends._backends.torch:SPEC",
+    "l1backends._backends.jax:SPEC",
     "l1backends._backends.array_api:SPEC",
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 from ...registry import BackendSpec, Capabilities
 from .. import ROUNDED_ONCE_ULPS
 
-__all__ = ["SPEC", "backend"]
+__all__ = ["SPEC", "ArrayAPIBackend", "backend"]
 
 SPEC = BackendSpec(
     name="array-api",
@@ -22,8 +22,8 @@ SPEC = BackendSpec(
 
 
 def __getattr__(name: str) -> Any:
-    if name == "backend":
-        from ._backend import backend
+    if name in ("backend", "ArrayAPIBackend"):
+        from . import _backend
 
-        return backend
+        return getattr(_backend, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
