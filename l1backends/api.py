@@ -428,7 +428,9 @@ def l1_loss(
         The loss, in the inputs' namespace and on their device, of the real
         result dtype: 0-d for "mean"/"sum" without ``axis``.
     """
-    if _compiling():
+    if _compiling():  # torch.compile traces this: a traceable path to the custom ops
+        if out is not None:
+            raise TypeError("out= is not supported under torch.compile; return the result")
         from ._backends.torch import _ops
 
         return _ops.compiled_call(
@@ -478,7 +480,9 @@ def l1_loss_grad(
     array
         The gradient, of the input's shape and the promoted dtype.
     """
-    if _compiling():
+    if _compiling():  # torch.compile traces this: a traceable path to the custom ops
+        if out is not None:
+            raise TypeError("out= is not supported under torch.compile; return the result")
         from ._backends.torch import _ops
 
         return _ops.compiled_call(
@@ -519,7 +523,9 @@ def l1_loss_and_grad(
     tuple of array
         ``(l1_loss(...), l1_loss_grad(...))``.
     """
-    if _compiling():
+    if _compiling():  # torch.compile traces this: a traceable path to the custom ops
+        if out is not None:
+            raise TypeError("out= is not supported under torch.compile; return the result")
         from ._backends.torch import _ops
 
         return _ops.compiled_call(

@@ -366,6 +366,12 @@ class JaxBackend:
 
     name = "jax"
 
+    def can_run(self, plan: Plan) -> str | None:
+        """Every plan but one with ``out=``: JAX arrays are immutable."""
+        if plan.writes_out:
+            return "JAX arrays are immutable: there is no out= buffer to write into"
+        return None
+
     def loss(self, plan: Plan, input: Array, target: Array, weight: Array | None) -> Array:
         """Return the loss; differentiable by ``jax.grad`` with the spec's subgradient."""
         if _traced(input, target, weight):

@@ -39,7 +39,7 @@ from ...registry import registry
 from ...semantics import Plan
 from .. import _interop
 
-__all__ = ["FUSED_MIN", "L1LossFunction", "TorchBackend", "backend", "run"]
+__all__ = ["FUSED_MIN", "L1LossFunction", "TorchBackend", "backend", "run", "run_into"]
 
 #: From this many elements the forward also computes the gradient, in the same pass; below,
 #: where the data sits in cache and a call costs microseconds, the backward computes it.
@@ -59,10 +59,12 @@ def _call(
     target: Array,
     weight: Array | None,
     grad_output: Any,
+    out: Array | None = None,
 ) -> Any:
+    options = {} if out is None else {"out": out}
     if operation == "loss":
-        return implementation.loss(plan, input, target, weight)
-    return getattr(implementation, operation)(plan, input, target, weight, grad_output)
+        return implementation.loss(plan, input, target, weight, **options)
+    return getattr(implementation, operation)(plan, input, target, weight, grad_output, **options)
 
 
 def _wrapped(result: Any, wrap: Callable[[Any], torch.Tensor]) -> Any:
@@ -160,6 +162,30 @@ def run(
         for a in (input, target, weight, grad_output)
     )
     return _call(generic, operation, plan, x, y, w, g)
+
+
+def run_into(
+    plan: Plan,
+    operation: str,
+    arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    grad_output: Any,
+    out: torch.Tensor,
+) -> Any:
+    """:func:`run` writing its array result into ``out`` (a CPU tensor), which it returns."""
+    if not arrays[0].is_cpu or not out.is_cpu:
+        raise TypeError(
+            "out= is supported for CPU tensors; on other devices the result is a fresh tensor"
+        )
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in (*arrays, out)):
+        raise TypeError("out= does not support automatic differentiation, as in torch")
+    x, y, w = (None if a is None else a.numpy(force=True) for a in arrays)
+    g = grad_output.numpy(force=True) if isinstance(grad_output, torch.Tensor) else grad_output
+    native = (x, y) if w is None else (x, y, w)
+    implementation = _host_implementation(plan, native, _LABELS[operation])
+    result = _call(implementation, operation, plan, x, y, w, g, out.numpy())
+    if operation == "loss_and_grad":
+        return torch.from_numpy(result[0]), out
+    return out
 
 
 def _cuda_converters(
@@ -398,8 +424,11 @@ class TorchBackend:
         input: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the loss; with a ``grad_fn`` when an argument requires grad."""
+        if out is not None:
+            return run_into(plan, "loss", (input, target, weight), None, out)
         if torch.is_grad_enabled() and (
             input.requires_grad
             or target.requires_grad
@@ -419,9 +448,12 @@ class TorchBackend:
         target: torch.Tensor,
         weight: torch.Tensor | None,
         grad_output: Any,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the subgradient with respect to input (a tensor outside autograd)."""
         _refuse_torch_func()
+        if out is not None:
+            return run_into(plan, "grad", (input, target, weight), grad_output, out)
         return run(plan, "grad", input, target, weight, grad_output)
 
     def loss_and_grad(
@@ -431,9 +463,12 @@ class TorchBackend:
         target: torch.Tensor,
         weight: torch.Tensor | None,
         grad_output: Any,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(loss, grad)`` from one pass (tensors outside autograd)."""
         _refuse_torch_func()
+        if out is not None:
+            return run_into(plan, "loss_and_grad", (input, target, weight), grad_output, out)
         return run(plan, "loss_and_grad", input, target, weight, grad_output)
 
 
