@@ -37,20 +37,14 @@ def _runtime_details(name: str) -> str | None:
     """Threading layer or devices of an available backend, where relevant."""
     if name == "numba-cpu":
         import numba
-        import numpy as np
 
-        # numba picks its threading layer at the first parallel launch, so make one.
-        l1.l1_loss(np.ones(1 << 16, np.float32), np.zeros(1 << 16, np.float32), backend=name)
-        try:
-            layer = numba.threading_layer()
-        except ValueError:
-            layer = f"{numba.config.THREADING_LAYER} (not yet launched)"
-        return f"threading layer {layer}, {numba.get_num_threads()} threads"
+        threads = numba.get_num_threads()
+        return f"{threads} threads (Python threads over nogil kernels; no numba threading layer)"
     if name == "numba-cuda":
         import numba
         from numba import cuda
 
-        if numba.config.ENABLE_CUDASIM:
+        if getattr(numba.config, "ENABLE_CUDASIM", 0):
             return "CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
         return ", ".join(str(device.name) for device in cuda.gpus) or "no devices"
     if name == "cupy":
@@ -164,17 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     arguments, extra = parser.parse_known_args(argv)
     if arguments.command == "check":
-        from l1backends.conformance import run
+        from l1backends.conformance import run as check
 
-        return run(arguments.backend, extra)
+        return check(arguments.backend, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if arguments.command == "example":
         return example()
     if arguments.command == "warmup":
-        from l1backends.warmup import run
+        from l1backends.warmup import run as warm
 
-        calls, variants, elapsed = run()
+        calls, variants, elapsed = warm()
         print(
             f"compiled or loaded {variants} numba-cpu kernel variants for {calls} calls "
             f"in {elapsed:.1f} s"

@@ -86,10 +86,10 @@ class _CallCache:
 
 
 _call_cache = _CallCache()
-_ndarray: type | None = None  # numpy.ndarray, once numpy is imported
+_ndarray: Any = None  # numpy.ndarray, once numpy is imported
 
 
-def _plain_ndarray() -> type | None:
+def _plain_ndarray() -> Any:
     global _ndarray
     if _ndarray is None:
         numpy = sys.modules.get("numpy")
@@ -318,7 +318,7 @@ def _prepare(
     forced = backend if backend is not None else _forced_backend.get()
     if forced is _UNSET:
         forced = _DEFAULT_BACKEND
-    key = None
+    key: tuple[Any, ...] | None = None
     if (
         weight is None
         and grad_output is None

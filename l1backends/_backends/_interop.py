@@ -34,7 +34,7 @@ def usable(registry: object, name: str) -> bool:
     if name == "numba-cuda":
         from numba import config
 
-        return not config.ENABLE_CUDASIM
+        return not getattr(config, "ENABLE_CUDASIM", 0)
     return True
 
 

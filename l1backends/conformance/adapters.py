@@ -503,7 +503,7 @@ class _NumbaCUDA(ArrayAdapter):
 def _simulated() -> bool:
     from numba import config
 
-    return bool(config.ENABLE_CUDASIM)
+    return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 
 def _extent(array: Array) -> tuple[int, int]:

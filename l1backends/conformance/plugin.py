@@ -88,6 +88,9 @@ def _selected(config: pytest.Config) -> list[str]:
     return names or known
 
 
+_TARGETS = pytest.StashKey[list[tuple[str, "Target | None", "str | None"]]]()
+
+
 def backend_targets(name: str) -> list[tuple[str, Target | None, str | None]]:
     """``(id, target, skip reason)`` for each adapter that feeds backend ``name``."""
     info = next(row for row in api.backends() if row.name == name)
@@ -113,10 +116,10 @@ def backend_targets(name: str) -> list[tuple[str, Target | None, str | None]]:
 
 def _targets(config: pytest.Config) -> list[tuple[str, Target | None, str | None]]:
     """(id, target, skip reason) for every selected backend and each of its adapters."""
-    cached = getattr(config, "_l1_targets", None)
+    cached = config.stash.get(_TARGETS, None)
     if cached is None:
         cached = [row for name in _selected(config) for row in backend_targets(name)]
-        config._l1_targets = cached
+        config.stash[_TARGETS] = cached
     return cached
 
 

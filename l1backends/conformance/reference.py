@@ -201,7 +201,7 @@ def ext_sum(values: list[Ext]) -> Ext:
 
 
 def ext_abs(value: Ext) -> Ext:
-    return abs(value)
+    return abs(value) if isinstance(value, Fraction) else math.fabs(value)
 
 
 def exact_sqrt(value: Fraction) -> Fraction:
@@ -220,7 +220,7 @@ def exact_sqrt(value: Fraction) -> Fraction:
 def _components(value: complex | float, is_complex: bool) -> tuple[Ext, ...]:
     if is_complex:
         return to_exact(value.real), to_exact(value.imag)
-    return (to_exact(value),)
+    return (to_exact(float(value.real)),)
 
 
 def _difference(x: tuple[Ext, ...], y: tuple[Ext, ...]) -> tuple[Ext, ...]:
@@ -235,7 +235,7 @@ def _modulus(d: tuple[Ext, ...]) -> Ext:
     # modulus inf even when the other is NaN; otherwise a NaN component makes it NaN.
     if (isinstance(re, float) and math.isinf(re)) or (isinstance(im, float) and math.isinf(im)):
         return INF
-    if _is_nan(re) or _is_nan(im):
+    if not isinstance(re, Fraction) or not isinstance(im, Fraction):
         return NAN
     return exact_sqrt(re * re + im * im)
 

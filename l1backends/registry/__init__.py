@@ -231,11 +231,8 @@ class Registry:
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
             except Warning as error:  # warnings turned into errors: report each, then raise
                 raised.append(error)
-        if raised:
-            first = raised[0]
-            for other in raised[1:]:
-                first.add_note(str(other))
-            raise first
+        if raised:  # one error naming every failure (add_note needs Python 3.11)
+            raise type(raised[0])("; ".join(str(error) for error in raised))
 
     # ----- introspection ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -79,15 +79,16 @@ def _reference(owner: str, role: str, value: object, separator: str = ":") -> st
 
 def _strings(owner: str, role: str, value: object) -> tuple[str, ...]:
     """A tuple of strings from one string or an iterable of them."""
-    items = (value,) if isinstance(value, str) else value
-    try:
-        items = tuple(items)  # type: ignore[arg-type]  # refused below when not iterable
-    except TypeError:
-        raise TypeError(f"{owner}: {role} must be a string or strings, got {value!r}") from None
-    for item in items:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{owner}: {role} must be a string or strings, got {value!r}")
+    items = []
+    for item in value:
         if not isinstance(item, str) or not item:
             raise TypeError(f"{owner}: {role} must hold non-empty strings, got {item!r}")
-    return items
+        items.append(item)
+    return tuple(items)
 
 
 @dataclass(frozen=True)

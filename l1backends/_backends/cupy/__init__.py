@@ -34,7 +34,7 @@ def probe() -> str | None:
         insufficient for CUDA runtime version"``.
     """
     try:
-        import cupy  # type: ignore[import-untyped]  # CuPy ships no type information
+        import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "CuPy found no CUDA device"

@@ -15,7 +15,7 @@ import math
 import threading
 from typing import Any
 
-import cupy  # type: ignore[import-untyped]  # CuPy ships no type information
+import cupy
 import numpy as np
 
 from ..._typing import Array

@@ -124,7 +124,8 @@ def numba_threads_per_task(blocks: int) -> int:
     import numba
 
     concurrent = _task_slots()
-    return max(1, numba.config.NUMBA_NUM_THREADS // max(1, min(concurrent, blocks)))
+    cores = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    return max(1, cores // max(1, min(concurrent, blocks)))
 
 
 def _task_slots() -> int:
@@ -204,7 +205,7 @@ def _combined(xp: Any, words: Array, axis: tuple[int, ...], keepdims: bool, ndim
     moved = xp.permute_dims(words, (*kept, *axis, ndim))
     terms = math.prod(words.shape[ax] for ax in axis)
     flat = xp.reshape(moved, (*(words.shape[ax] for ax in kept), terms, words.shape[-1]))
-    summed = []
+    summed: list[Array] = []
     for pair in range(0, words.shape[-1], 2):
         summed.extend(compensated_sum(xp, flat[..., pair], flat[..., pair + 1]))
     if keepdims:
@@ -328,7 +329,7 @@ def _sum_back_words(gradient: Array, sum_axes: tuple[int, ...], is_complex: bool
     parts = [xp.real(gradient), xp.imag(gradient)] if is_complex else [gradient]
     kept = tuple(ax for ax in range(gradient.ndim) if ax not in sum_axes)
     terms = math.prod(gradient.shape[ax] for ax in sum_axes)
-    words = []
+    words: list[Array] = []
     for part in parts:
         moved = xp.reshape(
             xp.permute_dims(part, (*kept, *sum_axes)),

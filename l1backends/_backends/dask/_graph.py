@@ -141,8 +141,9 @@ def _operands(plan: Plan, input: da.Array, target: da.Array, weight: da.Array | 
 
 def _wide_real(array: da.Array, result_dtype: str) -> da.Array:
     """``array`` rounded to the result dtype, then held in float64."""
-    return array.map_blocks(
+    return da.map_blocks(
         real,
+        array,
         result_dtype,
         "float64",
         dtype=np.float64,
@@ -216,8 +217,8 @@ class DaskBackend:
         words = self._loss_words(operands)
         total = None
         if plan.needs_weight_sum and plan.size:
-            total = words[..., 2:].map_blocks(
-                word_value_block, drop_axis=words.ndim - 1, dtype=np.float64
+            total = da.map_blocks(
+                word_value_block, words[..., 2:], drop_axis=words.ndim - 1, dtype=np.float64
             )
         loss = self._finish_loss(operands, words)
         return loss, self._grad(operands, input, grad_output, total)
@@ -269,8 +270,9 @@ class DaskBackend:
     @staticmethod
     def _finish_loss(operands: _Operands, words: da.Array) -> da.Array:
         plan = operands.plan
-        return words.map_blocks(
+        return da.map_blocks(
             finish_loss_block,
+            words,
             drop_axis=words.ndim - 1,
             finish=plan.finish,
             count=plan.count,
@@ -298,7 +300,7 @@ class DaskBackend:
             meta=operands.meta_for(words_axis + 1, "float64"),
         )
         words = _reduce_words(words, plan.reduced_axes, keepdims=False)
-        return words.map_blocks(word_value_block, drop_axis=words.ndim - 1, dtype=np.float64)
+        return da.map_blocks(word_value_block, words, drop_axis=words.ndim - 1, dtype=np.float64)
 
     # ----- gradient -----------------------------------------------------------------------
 
@@ -355,8 +357,9 @@ class DaskBackend:
             )
             if wide_dtype is None:
                 return gradient
-            return gradient.map_blocks(
+            return da.map_blocks(
                 cast_block,
+                gradient,
                 dtype=np.dtype(plan.compute_dtype),
                 meta=operands.meta_for(len(plan.shape), plan.compute_dtype),
                 to=plan.compute_dtype,
@@ -374,8 +377,9 @@ class DaskBackend:
             **common,
         )
         words = _reduce_words(words, sum_axes, keepdims=True)
-        gradient = words.map_blocks(
+        gradient = da.map_blocks(
             finish_sum_back_block,
+            words,
             drop_axis=words_axis,
             compute_dtype=plan.compute_dtype,
             dtype=np.dtype(plan.compute_dtype),
@@ -435,6 +439,7 @@ class DaskBackend:
             scale_args += [grad_output, None]
         scale_args += [None, None] if total is None else [total, operands.kept_index]
         scale_index = operands.index if weight is not None else grad_output_index
+        assert scale_index is not None  # weighted, or grad_output is a dask array with an index
         scale = da.blockwise(
             scale_block,
             scale_index,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def _readable(array: np.ndarray) -> np.ndarray:
     return np.asarray(_Alias(array))
 
 
-def _order(input: np.ndarray) -> str:
+def _order(input: np.ndarray) -> Literal["C", "F"]:
     """The order of fresh outputs: Fortran for Fortran-ordered inputs, else C."""
     fortran = input.ndim > 1 and input.flags.f_contiguous and not input.flags.c_contiguous
     return "F" if fortran else "C"
@@ -295,7 +295,9 @@ class NumbaCPUBackend:
         result, order = plan.result_dtype, _order(input)
         gradient = None
         if want_grad:
-            gradient = out if out is not None else np.empty(plan.shape, plan.compute_dtype, order)
+            gradient = (
+                out if out is not None else np.empty(plan.shape, plan.compute_dtype, order=order)
+            )
         scale = _flat_scale(plan, _rounded_scalar(grad_output, result)) if want_grad else 1.0
         if plan.elementwise:
             loss = None
@@ -303,7 +305,7 @@ class NumbaCPUBackend:
                 loss = (
                     out
                     if not want_grad and out is not None
-                    else np.empty(plan.shape, result, order)
+                    else np.empty(plan.shape, result, order=order)
                 )
             if plan.size:
                 self._flat(plan, input, target, loss, gradient, scale, Finish.NONE)

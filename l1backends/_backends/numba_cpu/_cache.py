@@ -74,7 +74,7 @@ def cached_kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
         cache = getattr(dispatcher, "_cache", None)
         if cache is not None and hasattr(cache, "load_overload"):
             files = getattr(cache, "_cache_file", None)
-            if hasattr(files, "_source_stamp"):
+            if files is not None and hasattr(files, "_source_stamp"):
                 files._source_stamp = _SOURCES_STAMP
             dispatcher._cache = _ResilientCache(cache, function.__name__)
         return dispatcher

@@ -214,7 +214,8 @@ def general_call(
     """
     want_loss, want_grad = want
     call = _Call(plan, input, target, weight)
-    loss, gradient = outputs
+    loss: Any = outputs[0]
+    gradient: Any = outputs[1]
     if want_loss and loss is None:
         loss = np.empty(plan.shape, plan.result_dtype) if plan.elementwise else empty_loss(plan)
     elif want_loss and not plan.elementwise:

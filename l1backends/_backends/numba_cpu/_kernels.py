@@ -77,6 +77,8 @@ ELEMENT_SCALE = 32  #: the gradient's scale varies per element ("none", sums bac
 
 # Fields of a record, and of the general kernel's settings tuple.
 _DATA, _BASE, _STRIDES, _MODE = range(4)
+# numba's overload takes its jit options as a TypedDict; the same options, untyped.
+_OVERLOAD_JIT: Any = JIT
 # Typed (not literal) constants, so that numba compiles each helper once, not per constant.
 _RE, _IM, _ZERO = np.int64(0), np.int64(1), np.int64(0)
 _TO_F32, _TO_F64 = np.int64(ROUND_F32), np.int64(ROUND_F64)
@@ -477,7 +479,7 @@ def _lane_add(lanes, j, high, low):
     """Add (high, low) to lane ``j``: compensated for float64 data, plain for float32."""
 
 
-@overload(_lane_add, jit_options=JIT)
+@overload(_lane_add, jit_options=_OVERLOAD_JIT)
 def _lane_add_impl(lanes, j, high, low):
     if lanes.ndim == 2:  # float64 data: (2, LANES) compensated lanes
 
@@ -498,7 +500,7 @@ def _new_lanes(like):
     """Zeroed lanes for data like ``like``: (2, LANES) for float64, (LANES,) for float32."""
 
 
-@overload(_new_lanes, jit_options=JIT)
+@overload(_new_lanes, jit_options=_OVERLOAD_JIT)
 def _new_lanes_impl(like):
     if like.dtype == types.float64:
         return lambda like: np.zeros((2, LANES))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from llvmlite import ir  # type: ignore[import-untyped]  # llvmlite ships no type information
+from llvmlite import ir
 from numba.cuda import types
 from numba.cuda.extending import (  # type: ignore[attr-defined]  # mypy reads the simulator's stubs
     intrinsic,

@@ -157,11 +157,11 @@ def run(
             return _wrapped(_call(implementation, operation, plan, x, y, w, g), from_native)
     # Any other device: torch's own operations, on that device, through the generic backend.
     generic = registry.implementation("array-api")
-    x, y, w, g = (
+    detached = (
         a.detach() if isinstance(a, torch.Tensor) else a
         for a in (input, target, weight, grad_output)
     )
-    return _call(generic, operation, plan, x, y, w, g)
+    return _call(generic, operation, plan, *detached)
 
 
 def run_into(
@@ -321,7 +321,7 @@ class L1LossFunction(torch.autograd.Function):
     """``l1_loss`` under autograd: a fused forward that keeps the gradient it computed."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         plan: Plan,
         input: torch.Tensor,
@@ -338,7 +338,7 @@ class L1LossFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
         plan = ctx.plan
         input, target, weight = ctx.saved_tensors
         unit, ctx.unit = ctx.unit, None  # handed on, so that autograd may keep it as .grad
@@ -361,7 +361,7 @@ class _SecondOrder(torch.autograd.Function):
     """The gradients as a function of ``grad_output``: linear in it, piecewise constant in x, y."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         plan: Plan,
         needs: tuple[bool, bool, bool],
@@ -379,7 +379,7 @@ class _SecondOrder(torch.autograd.Function):
         return gx, gy
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_gx: torch.Tensor | None, grad_gy: torch.Tensor | None
     ) -> tuple[Any, ...]:
         plan = ctx.plan

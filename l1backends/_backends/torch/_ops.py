@@ -99,7 +99,7 @@ def l1_loss_op(
 
 
 @l1_loss_op.register_fake
-def _l1_loss_fake(input, target, weight, reduction, axis, broadcast):  # type: ignore[no-untyped-def]
+def _l1_loss_fake(input, target, weight, reduction, axis, broadcast):
     plan = _plan(input, target, weight, None, reduction, axis, broadcast)
     shape = _loss_shape(plan, input, target, broadcast)
     return input.new_empty(shape, dtype=_torch_dtype(plan.result_dtype))
@@ -121,7 +121,7 @@ def l1_loss_grad_op(
 
 
 @l1_loss_grad_op.register_fake
-def _l1_loss_grad_fake(input, target, weight, grad_output, reduction, axis, broadcast):  # type: ignore[no-untyped-def]
+def _l1_loss_grad_fake(input, target, weight, grad_output, reduction, axis, broadcast):
     plan = _plan(input, target, weight, grad_output, reduction, axis, broadcast)
     return input.new_empty(input.shape, dtype=_torch_dtype(plan.compute_dtype))
 
@@ -142,7 +142,7 @@ def l1_loss_and_grad_op(
 
 
 @l1_loss_and_grad_op.register_fake
-def _l1_loss_and_grad_fake(input, target, weight, grad_output, reduction, axis, broadcast):  # type: ignore[no-untyped-def]
+def _l1_loss_and_grad_fake(input, target, weight, grad_output, reduction, axis, broadcast):
     plan = _plan(input, target, weight, grad_output, reduction, axis, broadcast)
     shape = _loss_shape(plan, input, target, broadcast)
     loss = input.new_empty(shape, dtype=_torch_dtype(plan.result_dtype))
@@ -164,7 +164,7 @@ def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
     if need_input or (need_target and same_shape):
         gx = l1_loss_grad_op(input, target, weight, grad_output, reduction, axis, broadcast)
     if need_target:
-        if same_shape:
+        if same_shape and gx is not None:  # exactly the negative
             gy = torch.neg(gx)
         else:  # the swapped call's gradient, summed back to the target's shape
             gy = l1_loss_grad_op(target, input, weight, grad_output, reduction, axis, broadcast)
