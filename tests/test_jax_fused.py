@@ -299,3 +299,49 @@ def test_an_error_in_the_fused_call_reaches_the_caller(spy, monkeypatch) -> None
     grad = jax.jit(jax.grad(lambda a, b: l1.l1_loss(a, b)))
     with pytest.raises(Exception, match="l1backends: RuntimeError: kaboom"):
         grad(jnp.ones(7), jnp.zeros(7)).block_until_ready()
+
+
+def test_the_gradient_buffer_gets_huge_pages_advised(spy, monkeypatch) -> None:
+    import mmap
+
+    advised = []
+    monkeypatch.setattr(_ffi, "_MADVISE", (lambda *call: advised.append(call), 14))
+    grad = jax.jit(jax.grad(lambda a, b: l1.l1_loss(a, b)))
+    n = (_ffi.HUGE_PAGES_MIN // 4) + 1000
+    x, y = jnp.ones(n, jnp.float32), jnp.zeros(n, jnp.float32)
+    gradient = grad(x, y)
+    [(start, length, advice)] = advised
+    buffer, nbytes = gradient.unsafe_buffer_pointer(), gradient.nbytes
+    assert advice == 14 and start % mmap.PAGESIZE == 0 and length % mmap.PAGESIZE == 0
+    assert buffer <= start < buffer + mmap.PAGESIZE  # the whole pages inside the buffer
+    assert buffer + nbytes - mmap.PAGESIZE < start + length <= buffer + nbytes
+    advised.clear()
+    grad(x[:1000], y[:1000])
+    assert advised == []  # small buffers: no system call
+
+
+def test_the_advice_reaches_the_kernel() -> None:
+    import mmap
+
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        pytest.skip("transparent huge pages are a Linux feature")
+    memory = mmap.mmap(-1, 8 << 20)
+    array = np.frombuffer(memory, np.float32)
+    address = array.ctypes.data
+    _ffi._advise_huge_pages(array)
+
+    def flags() -> list[str]:
+        with open("/proc/self/smaps", encoding="ascii") as smaps:
+            lines = smaps.read().splitlines()
+        for index, line in enumerate(lines):
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(part, 16) for part in head.split("-"))
+                if low <= address < high:
+                    following = lines[index + 1 :]
+                    return next(x for x in following if x.startswith("VmFlags:")).split()[1:]
+        raise AssertionError("the mapping is not in /proc/self/smaps")
+
+    assert "hg" in flags()  # VM_HUGEPAGE: the kernel took the advice
+    del array
+    memory.close()
