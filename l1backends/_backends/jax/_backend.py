@@ -19,14 +19,20 @@ Traced code (``jit``, ``grad``, ``vmap`` and any nesting of them)
       ``vmap`` without a loop); smaller ones, ``"none"``, and every other platform
       (``lax.platform_dependent``) run the generic backend in ``jax.numpy``, so
       accelerator arrays never leave XLA;
-    * its VJP: the spec's subgradient (0 at ties, NaN where an input is NaN) from
-      the generic backend, one fused XLA loop ``sign(x - y) * scale`` with the scale
-      rounded once.  The forward therefore computes only the loss: a native gradient
-      would have to be copied into XLA's output buffer, which costs more than XLA
-      writing it (measured in the README).
+    * its forward under differentiation: where the value runs natively and the plan is
+      real, unweighted and of the input's shape (:func:`_fuses`), the custom call also
+      writes the gradient at ``grad_output`` 1 (the spec's subgradient: 0 at ties, NaN
+      where an input is NaN) straight into a second XLA output buffer, from the same
+      pass over the data, and keeps it as a residual;
+    * its VJP: that residual, as it is where the cotangent is 1 (XLA resolves the test
+      when the cotangent is a constant, as under ``grad`` and ``value_and_grad``), else
+      its sign times the cotangent's scale rounded once, one XLA loop over the residual;
+      without a residual, the spec's subgradient from the generic backend, one fused
+      XLA loop ``sign(x - y) * scale`` with the scale rounded once.
 
-    ``l1_loss_grad`` and ``l1_loss_and_grad`` on tracers use the same generic
-    gradient; it is itself differentiable (second derivative 0 almost everywhere).
+    ``l1_loss_and_grad`` on tracers, without ``grad_output``, is the same fused call
+    where it applies; ``l1_loss_grad`` and the other cases use the generic gradient. Both
+    are differentiable (second derivative 0 almost everywhere).
     The gradient with respect to a weight comes from JAX's autodiff of
     ``Σ w·|d| (/ Σ w)`` with ``|d|`` from the backend.
 """
@@ -45,7 +51,7 @@ from jax import lax
 from ..._typing import Array
 from ...numerics import accumulate_dtype
 from ...registry import registry
-from ...semantics import Plan
+from ...semantics import FLOAT_DTYPES, Plan, dtype_name
 from .. import _interop
 from . import _ffi
 
@@ -188,12 +194,17 @@ def _jitted(plan: Plan, operation: str, weighted: bool, grad: Any) -> Any:
 # ----- traced code ----------------------------------------------------------------------------
 
 
+def _native_pays(plan: Plan) -> bool:
+    """Whether a traced reduction runs natively on the CPU: large enough, and the FFI is there."""
+    wide = accumulate_dtype(jnp) == "float64" and plan.result_dtype != "float64"
+    threshold = FFI_MIN if wide else FFI_MIN_NARROW
+    return plan.reduction != "none" and plan.size >= threshold and _ffi.register()
+
+
 def _value(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
     """The loss's value in traced code: native on the CPU where that pays, else XLA."""
     generic = _generic()
-    wide = accumulate_dtype(jnp) == "float64" and plan.result_dtype != "float64"
-    threshold = FFI_MIN if wide else FFI_MIN_NARROW
-    if plan.reduction == "none" or plan.size < threshold or not _ffi.register():
+    if not _native_pays(plan):
         return generic.loss(plan, input, target, weight)
     return lax.platform_dependent(
         input,
@@ -202,6 +213,76 @@ def _value(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
         cpu=lambda x, y, w: _ffi.ffi_loss(plan, x, y, w),
         default=lambda x, y, w: generic.loss(plan, x, y, w),
     )
+
+
+def _fuses(plan: Plan, input: Any, weight: Any) -> bool:
+    """Whether a traced forward computes the gradient too, in the loss's native pass.
+
+    The plan must run natively, unweighted, on a real input of the compute dtype and
+    the loss's shape (its gradient is then one buffer), with a scale ``1/count`` that
+    is a normal number (so that the residual keeps the sign: float16 means stay out).
+    """
+    if weight is not None or plan.input_shape != plan.shape:
+        return False
+    dtype = plan.compute_dtype
+    if dtype not in FLOAT_DTYPES or dtype_name(input.dtype) != dtype:
+        return False
+    if plan.reduction == "mean" and plan.count * float(np.finfo(dtype).tiny) > 1:
+        return False
+    return _native_pays(plan)
+
+
+def _fused_value(plan: Plan, input: Any, target: Any) -> tuple[Any, Any]:
+    """``(loss, gradient at grad_output 1)``: one native pass on the CPU, XLA elsewhere."""
+    generic = _generic()
+    return lax.platform_dependent(
+        input,
+        target,
+        cpu=lambda x, y: _ffi.ffi_loss_and_grad(plan, x, y),
+        default=lambda x, y: (generic.loss(plan, x, y, None), generic.grad(plan, x, y, None, None)),
+    )
+
+
+_fused_functions: dict[Plan, Any] = {}
+
+
+def _fused(plan: Plan, input: Any, target: Any) -> tuple[Any, Any]:
+    """:func:`_fused_value` as a ``jax.custom_jvp`` function, so that forward mode (over the
+    reverse mode of :func:`_loss_function`, as in ``jax.hessian``) sees the loss's
+    subgradient and a gradient that does not change (it is piecewise constant)."""
+    function = _fused_functions.get(plan)
+    if function is None:
+
+        @jax.custom_jvp
+        def function(x: Any, y: Any) -> tuple[Any, Any]:
+            return _fused_value(plan, x, y)
+
+        @function.defjvp
+        def _jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+            loss, unit = function(*primals)
+            change = _tangent(plan, primals, tangents).astype(loss.dtype)
+            return (loss, unit), (change, jnp.zeros_like(unit))
+
+        with _loss_lock:
+            function = _fused_functions.setdefault(plan, function)
+    return function(input, target)
+
+
+def _scaled(plan: Plan, unit: Any, g: Any) -> Any:
+    """The gradient for cotangent ``g`` from the fused forward's gradient ``unit`` (at 1).
+
+    ``unit`` is ``sign(x - y) * scale`` exactly (0 at ties, NaN where an input was NaN),
+    so the generic backend's gradient of ``(unit, 0)`` is ``sign(x - y)`` times ``g``'s
+    scale rounded once: the spec's gradient, bitwise, from one loop over ``unit``.  Where
+    ``g`` is 1 it is ``unit`` itself, which XLA picks without a loop when ``g`` is a
+    constant (``grad``, ``value_and_grad``).
+    """
+    zero = jnp.zeros_like(unit)
+    scaled = _generic().grad(_interop.replan(plan, unit, zero, None, g), unit, zero, None, g)
+    one = g == 1
+    if one.ndim:
+        one = jnp.reshape(one, plan.keepdims_shape)
+    return jnp.where(one, unit, scaled)
 
 
 def _zero_tangent(tangent: Any) -> bool:
@@ -304,10 +385,18 @@ def _weight_cotangent(plan: Plan, input: Any, target: Any, weight: Any, g: Any) 
 
 
 def _gradients(plan: Plan, residuals: tuple[Any, ...], g: Any) -> tuple[Any, ...]:
-    input, target = residuals[0], residuals[1]
-    weight = residuals[2] if len(residuals) > 2 else None
+    """The cotangents of input, target (and weight) from ``(input, target, weight, unit)``.
+
+    ``unit`` is the fused forward's gradient (None where the forward computed only the
+    loss): the input's gradient then scales it, without another pass over the data.
+    """
+    input, target, weight, unit = residuals
     generic = _generic()
-    gx = generic.grad(_interop.replan(plan, input, target, weight, g), input, target, weight, g)
+    if unit is not None:
+        gx = _scaled(plan, unit, g)
+    else:
+        gx = generic.grad(_interop.replan(plan, input, target, weight, g), input, target,
+                          weight, g)  # fmt: skip
     if plan.input_shape == plan.target_shape:
         gy = -gx
     else:
@@ -337,7 +426,7 @@ def _loss_function(plan: Plan, weighted: bool) -> Any:
             return _primal(plan, x, y, w)
 
         def forward(x: Any, y: Any, w: Any) -> tuple[Any, tuple[Any, ...]]:
-            return _primal(plan, x, y, w), (x, y, w)
+            return _primal(plan, x, y, w), (x, y, w, None)
 
     else:
 
@@ -346,7 +435,10 @@ def _loss_function(plan: Plan, weighted: bool) -> Any:
             return _primal(plan, x, y, None)
 
         def forward(x: Any, y: Any) -> tuple[Any, tuple[Any, ...]]:  # type: ignore[misc]
-            return _primal(plan, x, y, None), (x, y)
+            if _fuses(plan, x, None):
+                loss, unit = _fused(plan, x, y)
+                return loss, (x, y, None, unit)
+            return _primal(plan, x, y, None), (x, y, None, None)
 
     def backward(residuals: tuple[Any, ...], g: Any) -> tuple[Any, ...]:
         return _gradients(plan, residuals, g)
@@ -401,6 +493,8 @@ class JaxBackend:
     ) -> tuple[Array, Array]:
         """Return ``(loss, grad)``."""
         if _traced(input, target, weight, grad_output):
+            if grad_output is None and _fuses(plan, input, weight):
+                return _fused(plan, input, target)
             loss = _traced_loss(plan, input, target, weight)
             return loss, _generic().grad(plan, input, target, weight, grad_output)
         return _eager(plan, "loss_and_grad", input, target, weight, grad_output)
