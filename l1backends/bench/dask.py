@@ -79,7 +79,11 @@ def run(argv: list[str] | None) -> int:
             x = rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
             y = rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
             single_name = registry.select((x, y), None, "bench").name
-            single = best_time(lambda x=x, y=y: l1.l1_loss(x, y), options.repeat)
+
+            def on_numpy(x: np.ndarray = x, y: np.ndarray = y) -> Any:
+                return l1.l1_loss(x, y)
+
+            single = best_time(on_numpy, options.repeat)
 
             def on_dask(chunks: int, x: np.ndarray = x, y: np.ndarray = y) -> Callable[[], Any]:
                 size = -(-len(x) // chunks)

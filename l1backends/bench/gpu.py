@@ -122,7 +122,7 @@ def _references(cupy: Any, cx: Any, cy: Any, itemsize: int, n: int) -> list[tupl
     """The CuPy references on the same buffers: (label, body, bytes moved, target)."""
     out = cupy.empty_like(cx)
     difference = cupy.abs(cx - cy)
-    from cupy._core import _accelerator  # type: ignore[import-untyped]  # CuPy has no types
+    from cupy._core import _accelerator
 
     def cub_sum() -> object:
         # CuPy sends a full sum to CUB's device reduction when CUB is a routine accelerator.
@@ -210,7 +210,7 @@ def run(argv: list[str]) -> int:
     for label, body, nbytes, target in rows:
         print(_row(label, timed(body), nbytes, peak, reference, target))
     try:
-        import cupy  # type: ignore[import-untyped]  # CuPy ships no type information
+        import cupy
     except ImportError:
         print("cupy is not installed: no CuPy comparison")
         return 0

@@ -107,7 +107,7 @@ def _host_view(array: Any) -> np.ndarray:
     view = np.from_dlpack(array)
     if view.flags.writeable or not view.flags.c_contiguous or view.nbytes == 0:
         return view
-    memory = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
+    memory: Any = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
     memory.owner = view  # the DLPack view keeps JAX's buffer alive as long as the alias
     return np.frombuffer(memory, view.dtype).reshape(view.shape)
 
@@ -250,12 +250,13 @@ def _fused(plan: Plan, input: Any, target: Any) -> tuple[Any, Any]:
     """:func:`_fused_value` as a ``jax.custom_jvp`` function, so that forward mode (over the
     reverse mode of :func:`_loss_function`, as in ``jax.hessian``) sees the loss's
     subgradient and a gradient that does not change (it is piecewise constant)."""
-    function = _fused_functions.get(plan)
+    function: Any = _fused_functions.get(plan)
     if function is None:
 
-        @jax.custom_jvp
-        def function(x: Any, y: Any) -> tuple[Any, Any]:
+        def fused(x: Any, y: Any) -> tuple[Any, Any]:
             return _fused_value(plan, x, y)
+
+        function = jax.custom_jvp(fused)
 
         @function.defjvp
         def _jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -315,19 +316,20 @@ def _primal(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
     reverse mode of :func:`_loss_function`, as in ``jax.hessian``) sees the subgradient."""
     weighted = weight is not None
     key = (plan, weighted)
-    function = _primals.get(key)
+    function: Any = _primals.get(key)
     if function is None:
         if weighted:
 
-            @jax.custom_jvp
-            def function(x: Any, y: Any, w: Any) -> Any:
+            def weighted_value(x: Any, y: Any, w: Any) -> Any:
                 return _value(plan, x, y, w)
 
+            function = jax.custom_jvp(weighted_value)
         else:
 
-            @jax.custom_jvp
-            def function(x: Any, y: Any) -> Any:
+            def value(x: Any, y: Any) -> Any:
                 return _value(plan, x, y, None)
+
+            function = jax.custom_jvp(value)
 
         @function.defjvp
         def _jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
