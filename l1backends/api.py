@@ -155,6 +155,8 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
     """
     if grad_output is None:
         return None, None, None
+    # Subclasses become plain arrays before anything asks NumPy about them or their library.
+    grad_output = _admit(grad_output, "grad_output")
     numpy = sys.modules.get("numpy")
     if (
         numpy is not None
@@ -181,7 +183,6 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
             f"{type_name(type(input))}; arrays from different libraries cannot be mixed "
             "(a 0-d NumPy array or a number is accepted with any library)"
         )
-    grad_output = _admit(grad_output, "grad_output")
     return grad_output, _shape(grad_output, "grad_output"), dtype_name(grad_output.dtype)
 
 
