@@ -33,3 +33,39 @@ def test_a_subclassed_grad_output_is_read_as_its_base_array(kind: type, shape: t
         grad = function(x, y, "none", grad_output=g)
         assert type(grad) is np.ndarray
         np.testing.assert_array_equal(grad, np.sign(x) * 2.5)
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, -(10**400), 2**1024], ids=["1e400", "-1e400", "2**1024"]
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_python_integer_grad_output_beyond_float64_is_infinite(value: int, dtype: str) -> None:
+    """Found: OverflowError ("int too large to convert to float"), on every path."""
+    x, y = np.array([1.0, -1.0], dtype=dtype), np.zeros(2, dtype=dtype)
+    infinity = np.inf if value > 0 else -np.inf
+    for reduction in ("sum", "none"):
+        grad = l1.l1_loss_grad(x, y, reduction, grad_output=value)
+        np.testing.assert_array_equal(grad, [infinity, -infinity])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "rounded"),
+    [
+        ("float32", 2**54 + 2**30 + 1, 2**54 + 2**31),  # float64 lands on a float32 tie
+        ("float32", -(2**70 + 2**46 + 1), -(2**70 + 2**47)),
+        ("float32", 2**128 - 2**103, np.inf),  # the overflow threshold itself
+        ("float32", 2**128 - 2**103 - 1, 2**128 - 2**104),
+        ("float64", 2**54 + 3, 2**54 + 4),
+    ],
+    ids=["float64-tie", "beyond-int64", "threshold", "below-threshold", "float64"],
+)
+def test_a_large_python_integer_grad_output_is_rounded_once(dtype, value, rounded) -> None:
+    """Found: Python ints of 2**53 and more went through float64 first, rounding twice."""
+    x, y = np.ones(3, dtype=dtype), np.zeros(3, dtype=dtype)
+    for reduction, scale in (("sum", 1), ("mean", 1 / 4)):
+        grad = l1.l1_loss_grad(np.ones(4, dtype=dtype), np.zeros(4, dtype=dtype), reduction,
+                               grad_output=value)  # fmt: skip
+        assert grad.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(grad, np.full(4, float(rounded) * scale, dtype=dtype))
+    grad = l1.l1_loss_grad(x, y, "none", grad_output=value)
+    np.testing.assert_array_equal(grad, np.full(3, float(rounded), dtype=dtype))
