@@ -69,3 +69,30 @@ def test_a_large_python_integer_grad_output_is_rounded_once(dtype, value, rounde
         np.testing.assert_array_equal(grad, np.full(4, float(rounded) * scale, dtype=dtype))
     grad = l1.l1_loss_grad(x, y, "none", grad_output=value)
     np.testing.assert_array_equal(grad, np.full(3, float(rounded), dtype=dtype))
+
+
+HUGE = np.finfo(np.float64).max
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "unit"),
+    [
+        (complex(HUGE, HUGE), 0j, complex(0.5**0.5, 0.5**0.5)),  # |d| beyond float64
+        (complex(0.0, HUGE), complex(0.0, -HUGE), 1j),  # a component of d beyond float64
+        (complex(-HUGE, 3.0), complex(HUGE, 3.0), -1 + 0j),
+    ],
+    ids=["modulus", "component", "negative"],
+)
+def test_a_complex128_gradient_has_the_direction_of_a_difference_beyond_float64(x, y, unit):
+    """Found: 0 (d / inf) or NaN (an infinite component) where the exact direction is finite."""
+    xs, ys = np.array([x, 1 + 1j]), np.array([y, 1 + 1j])
+    for reduction, scale in (("sum", 1.0), ("mean", 0.5), ("none", 1.0)):
+        grad = l1.l1_loss_grad(xs, ys, reduction)
+        np.testing.assert_allclose(grad, [unit * scale, 0], rtol=2**-52, atol=0)
+    # |d| itself is beyond float64, and its mean is not.
+    assert np.isinf(l1.l1_loss(xs, ys, "none")[0]) and np.isinf(l1.l1_loss(xs, ys, "sum"))
+    modulus = abs(complex(x.real / 2 - y.real / 2, x.imag / 2 - y.imag / 2))
+    np.testing.assert_allclose(l1.l1_loss(xs, ys), modulus, rtol=2**-51)
+    # Infinite data still give NaN in both parts, as the README says.
+    grad = l1.l1_loss_grad(np.array([complex(np.inf, 0.0)]), np.zeros(1, complex), "sum")
+    assert np.isnan(grad.real).all() and np.isnan(grad.imag).all()

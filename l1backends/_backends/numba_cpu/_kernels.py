@@ -159,6 +159,8 @@ def _gradient(s, scale, difference, magnitude, wv, flags):
 
     Real: ``sign(d) · scale · w`` with the product kept as a double word; complex:
     ``d / |d| · scale · w``, NaN in both parts where the difference is not finite.
+    ``difference`` may be ``d`` times a power of two (its direction is what counts),
+    and ``magnitude`` is its modulus.
     """
     if s is None:
         return 0.0, 0.0, 0.0
@@ -172,6 +174,11 @@ def _gradient(s, scale, difference, magnitude, wv, flags):
         return re / unit * high, 0.0, im / unit * high
     re = difference[0]
     return _sign_times(re, high), _sign_times(re, error), 0.0
+
+
+@njit(**JIT)
+def _all_finite(a, b, c, d):
+    return math.isfinite(a) and math.isfinite(b) and math.isfinite(c) and math.isfinite(d)
 
 
 @njit(**JIT)
@@ -198,12 +205,19 @@ def _element(reads, writes, offsets, settings, row_scale):
     xr = _load_or(x, offsets[0], _RE, 0.0) * x_scale
     yr = _load_or(y, offsets[1], _RE, 0.0) * x_scale
     if flags & COMPLEX:
-        re = xr - yr
-        im = (_load_or(x, offsets[0], _IM, 0.0) - _load_or(y, offsets[1], _IM, 0.0)) * x_scale
+        xi = _load_or(x, offsets[0], _IM, 0.0) * x_scale
+        yi = _load_or(y, offsets[1], _IM, 0.0) * x_scale
+        re, im = xr - yr, xi - yi
         high, low = math.hypot(re, im), 0.0
+        direction, length = (re, im), high
+        if math.isinf(high) and _all_finite(xr, yr, xi, yi):
+            # d or |d| beyond float64 from finite data: d/4 has the same, finite, direction.
+            re4, im4 = xr * 0.25 - yr * 0.25, xi * 0.25 - yi * 0.25
+            direction, length = (re4, im4), math.hypot(re4, im4)
     else:
         re, error = two_sum(xr, -yr)
         high, low, im = abs(re), (error if re >= 0.0 else -error), 0.0
+        direction, length = (re, im), high
     term_high, term_low = high, low
     if wv != 1.0:
         term_high, product_error = two_product(high, wv)
@@ -212,7 +226,7 @@ def _element(reads, writes, offsets, settings, row_scale):
     scale = row_scale
     if flags & ELEMENT_SCALE:
         scale = _scale(s, sw, offsets, settings, (0.0, 0.0))
-    grad_re, grad_low, grad_im = _gradient(s, scale, (re, im), high, wv, flags)
+    grad_re, grad_low, grad_im = _gradient(s, scale, direction, length, wv, flags)
     _write_if(writes[1], offsets[6], grad_re, grad_low)
     if flags & COMPLEX:
         _write_if(writes[1], offsets[6] + settings[6], grad_im, 0.0)
