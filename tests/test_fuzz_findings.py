@@ -96,3 +96,28 @@ def test_a_complex128_gradient_has_the_direction_of_a_difference_beyond_float64(
     # Infinite data still give NaN in both parts, as the README says.
     grad = l1.l1_loss_grad(np.array([complex(np.inf, 0.0)]), np.zeros(1, complex), "sum")
     assert np.isnan(grad.real).all() and np.isnan(grad.imag).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(
+    ("bad", "weighted"),
+    [(np.nan, False), (np.inf, False), (HUGE, False), (HUGE, True)],
+    ids=["nan", "inf", "overflow", "weighted-overflow"],
+)
+def test_float64_loss_and_grad_of_a_broadcast_input_keeps_its_gradient(reduction, bad, weighted):
+    """Found: the gradient was all zeros whenever the float64 loss was not finite.
+
+    The overflow-rescaling pass of the loss cleared the operands that the broadcast
+    input's sum-back pass, which runs after it, still needed.
+    """
+    x = np.zeros(2)
+    y = np.array([[bad, -1.0], [HUGE, 2.0], [1.0, 1.0]])
+    weight = np.array([[1.0], [2.0], [4.0]]) if weighted else None
+    loss, grad = l1.l1_loss_and_grad(x, y, reduction, weight=weight, broadcast=True)
+    alone = l1.l1_loss_grad(x, y, reduction, weight=weight, broadcast=True)
+    w = np.ones((3, 1)) if weight is None else weight
+    total = np.broadcast_to(w, y.shape).sum() if reduction == "mean" else 1.0
+    expected = np.where(np.isnan(y), np.nan, np.sign(x - y) * w).sum(axis=0) / total
+    np.testing.assert_array_equal(grad, expected)
+    np.testing.assert_array_equal(grad, alone)
+    np.testing.assert_array_equal(loss, l1.l1_loss(x, y, reduction, weight=weight, broadcast=True))

@@ -238,6 +238,8 @@ def _reduce(call: _Call, accumulate: int, loss: Any, paths: KernelPaths | None) 
     # scaled by a power of two (exact), and the result scaled back.
     if paths is not None:
         paths.visit("overflow-rescale")
+    # A broadcast input's sum-back pass runs after this one, on the call's own operands.
+    saved = list(call.operands), list(call.strides), call.w_scale
     settings = Settings(plan, kern.ACC_LOSS)
     shift = max(1, plan.count).bit_length() + 2
     settings.x_scale = 2.0**-shift
@@ -251,6 +253,7 @@ def _reduce(call: _Call, accumulate: int, loss: Any, paths: KernelPaths | None) 
     call.set(ROW, rescaled, _row_strides(plan, rescaled))
     with np.errstate(over="ignore"):
         call.run(plan.kept_axes, plan.reduced_axes, settings)
+    call.operands, call.strides, call.w_scale = saved
     overflowed = ~np.isfinite(loss)
     loss[overflowed] = rescaled[overflowed]
 
