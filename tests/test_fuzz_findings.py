@@ -121,3 +121,28 @@ def test_float64_loss_and_grad_of_a_broadcast_input_keeps_its_gradient(reduction
     np.testing.assert_array_equal(grad, expected)
     np.testing.assert_array_equal(grad, alone)
     np.testing.assert_array_equal(loss, l1.l1_loss(x, y, reduction, weight=weight, broadcast=True))
+
+
+@pytest.mark.parametrize(
+    ("x", "g"),
+    [
+        (complex(65504.0, 5e-324), np.inf),  # d/|d| underflows in its imaginary part
+        (complex(-HUGE, 2e-169), -np.inf),
+        (complex(3.0, 5e-324), 1e300),  # the product of the two is a normal number
+        (complex(3.0, -5e-324), -1e300),
+    ],
+    ids=["inf", "-inf", "1e300", "-1e300"],
+)
+def test_a_complex_gradient_part_that_underflows_before_its_scale_is_exact(x, g):
+    """Found: NaN (0 · inf) or 0 where d/|d| underflowed before the product with the scale."""
+    from fractions import Fraction
+
+    from l1backends.conformance.reference import distance_in_ulps, exact_sqrt
+
+    d = (Fraction(x.real), Fraction(x.imag))
+    modulus = exact_sqrt(d[0] ** 2 + d[1] ** 2)
+    for reduction in ("sum", "none"):
+        grad = l1.l1_loss_grad(np.array([x]), np.zeros(1, complex), reduction, grad_output=g)
+        for got, part in ((grad[0].real, d[0]), (grad[0].imag, d[1])):
+            exact = np.sign(float(part)) * g if np.isinf(g) else part / modulus * Fraction(g)
+            assert distance_in_ulps(float(got), exact, "float64") <= 2, (got, float(exact))

@@ -81,6 +81,7 @@ _DATA, _BASE, _STRIDES, _MODE = range(4)
 # Typed (not literal) constants, so that numba compiles each helper once, not per constant.
 _RE, _IM, _ZERO = np.int64(0), np.int64(1), np.int64(0)
 _TO_F32, _TO_F64 = np.int64(ROUND_F32), np.int64(ROUND_F64)
+_SMALLEST_NORMAL = 2.0**-1022
 _FINISH_COUNT, _FINISH_WEIGHT = Finish.MEAN_BY_COUNT, Finish.MEAN_BY_WEIGHT
 _PLAIN, _BY_COUNT, _BY_WEIGHT_SUM = GradScale.PLAIN, GradScale.BY_COUNT, GradScale.BY_WEIGHT_SUM
 
@@ -171,9 +172,28 @@ def _gradient(s, scale, difference, magnitude, wv, flags):
         if not (math.isfinite(re) and math.isfinite(im)):
             return math.nan, 0.0, math.nan
         unit = magnitude if magnitude != 0.0 else 1.0
-        return re / unit * high, 0.0, im / unit * high
+        return _part_times(re, unit, high), 0.0, _part_times(im, unit, high)
     re = difference[0]
     return _sign_times(re, high), _sign_times(re, error), 0.0
+
+
+@njit(**JIT)
+def _part_times(part, modulus, scale):
+    """``part / modulus · scale``, one part of a complex gradient, rounded as little as it can be.
+
+    The quotient is at most 1 in magnitude; where it falls below float64's normal
+    range (it lost bits, or became 0 in front of an infinite scale) the three numbers
+    are taken apart into mantissas and exponents, so only the final result can
+    underflow or overflow.
+    """
+    quotient = part / modulus
+    product = quotient * scale
+    if part == 0.0 or (abs(quotient) >= _SMALLEST_NORMAL and math.isfinite(product)):
+        return product
+    part_m, part_e = math.frexp(part)
+    modulus_m, modulus_e = math.frexp(modulus)
+    scale_m, scale_e = math.frexp(scale)
+    return math.ldexp(part_m / modulus_m * scale_m, part_e - modulus_e + scale_e)
 
 
 @njit(**JIT)
