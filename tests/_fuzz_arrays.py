@@ -224,7 +224,8 @@ def dyadic_values(
         info = np.iinfo(dtype)
         low, high = max(0 if nonnegative else -100, int(info.min)), min(100, int(info.max))
         return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
-    values = rng.integers(0 if nonnegative else -512, 512, size=shape) / 4.0
+    values = np.array(rng.integers(0 if nonnegative else -512, 512, size=shape), np.float64)
+    values /= 4.0  # in place: a 0-d array stays an array
     if specials:
         where = rng.random(shape)
         values[where < 1e-4] = np.nan

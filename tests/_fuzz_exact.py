@@ -189,15 +189,19 @@ def ulps_apart(
         exponent = np.clip(exponent, fmt.min_exponent, fmt.max_exponent)
         unit = np.ldexp(1.0, exponent - (fmt.precision - 1))
         distance = np.abs(got - exact) / unit
-        past = float(fmt.max_finite) + float(2 ** (fmt.max_exponent - fmt.precision + 1))
+        # An infinity counts as the first number past the largest: 2**(emax + 1), halved
+        # first so that float64's own does not overflow.
+        half_past = 2.0**fmt.max_exponent
         threshold = float(fmt.overflow_threshold) if dtype != "float64" else math.inf
-        beyond = np.where(np.abs(exact) >= threshold, 0.0, (past - np.abs(exact)) / unit)
+        beyond = (half_past - np.abs(exact) / 2) / unit * 2
+        beyond = np.where(np.abs(exact) >= threshold, 0.0, beyond)
         same_sign_inf = np.isinf(got) & (np.sign(got) == np.sign(exact)) & (exact != 0)
         distance = np.where(np.isinf(got), np.where(same_sign_inf, beyond, np.inf), distance)
         distance = np.where(np.isnan(got), np.inf, distance)
         distance = np.where(np.isnan(exact), np.where(np.isnan(got), 0.0, np.inf), distance)
         distance = np.where(np.isinf(exact), np.where(got == exact, 0.0, np.inf), distance)
-    return distance
+    # As the reference: a distance beyond 2**1000 ulps is infinite.
+    return np.where(distance < 2.0**1000, distance, np.inf)
 
 
 def compare_float64(
