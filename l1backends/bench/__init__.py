@@ -2,7 +2,8 @@
 
 The default mode times the numba-CPU backend against the memory-bandwidth floor,
 NumPy, PyTorch and JAX in one process; ``--gpu`` and ``--dask`` run the GPU and
-Dask benchmarks instead.
+Dask benchmarks instead, ``--threshold`` sweeps the numba-CPU serial/parallel
+threshold, and ``--layouts`` times every general-layout path against NumPy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--gpu", action="store_true", help="run the GPU benchmark")
     mode.add_argument("--dask", action="store_true", help="run the Dask benchmark")
+    mode.add_argument(
+        "--threshold", action="store_true", help="sweep the numba-cpu serial/parallel threshold"
+    )
+    mode.add_argument(
+        "--layouts", action="store_true", help="time the general-layout paths against NumPy"
+    )
     parser.add_argument(
         "--sizes", type=float, nargs="+", default=[1e3, 1e4, 1e5, 1e6, 1e7, 5e7],
         help="element counts (default: 1e3 to 5e7)",
@@ -51,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import dask
 
         return dask.run(rest)
+    if options.threshold:
+        from . import threshold
+
+        return threshold.run(argv)
+    if options.layouts:
+        from . import layouts
+
+        return layouts.run(argv)
     from . import cpu
 
     return cpu.run(argv)
