@@ -159,11 +159,13 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
 
     Python numbers, NumPy scalars and 0-d NumPy arrays become Python numbers (shape
     ``()``, dtype None) for inputs of any library; arrays of the inputs' library are
-    passed on.  A Python integer beyond float64's range rounds to ±inf, as the
-    conversion to the result dtype would.
+    passed on.  Integers of 2**53 and beyond are rounded to the result dtype once the
+    plan is known (:func:`_rounded_integer`).
     """
     if grad_output is None:
         return None, None, None
+    # Subclasses become plain arrays before anything asks NumPy about them or their library.
+    grad_output = _admit(grad_output, "grad_output")
     numpy = sys.modules.get("numpy")
     if (
         numpy is not None
@@ -175,11 +177,7 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
     if isinstance(grad_output, (bool, complex)):
         raise TypeError(f"grad_output must be a real number or an array, got {grad_output!r}")
     if isinstance(grad_output, int):
-        try:
-            grad_output = float(grad_output) if abs(grad_output) >= 2**53 else grad_output
-        except OverflowError:
-            grad_output = math.inf if grad_output > 0 else -math.inf
-        return grad_output, (), None
+        return int(grad_output), (), None
     if isinstance(grad_output, float):
         return grad_output, (), None
     if not hasattr(grad_output, "shape") or not hasattr(grad_output, "dtype"):
@@ -190,8 +188,28 @@ def _grad_output(grad_output: Any, input: Array) -> tuple[Any, tuple[int, ...] |
             f"{type_name(type(input))}; arrays from different libraries cannot be mixed "
             "(a 0-d NumPy array or a number is accepted with any library)"
         )
-    grad_output = _admit(grad_output, "grad_output")
     return grad_output, _shape(grad_output, "grad_output"), dtype_name(grad_output.dtype)
+
+
+_SIGNIFICANT_BITS = {"float16": 11, "float32": 24, "float64": 53}
+_LARGEST = {"float16": 65504.0, "float32": (2 - 2**-23) * 2.0**127, "float64": sys.float_info.max}
+
+
+def _rounded_integer(value: int, dtype: str) -> float:
+    """A Python integer rounded once (to nearest, ties to even) to the real ``dtype``, as a float.
+
+    ``float(value)`` then a cast to float32 or float16 would round twice, and
+    ``float(value)`` raises OverflowError beyond float64's range; the value is
+    rounded to the dtype's significant bits in integer arithmetic instead.
+    """
+    magnitude = abs(value)
+    shift = magnitude.bit_length() - _SIGNIFICANT_BITS[dtype]
+    if shift > 0:
+        kept, rest = magnitude >> shift, magnitude & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        magnitude = (kept + (rest > half or (rest == half and kept & 1))) << shift
+    rounded = math.inf if magnitude > _LARGEST[dtype] else float(magnitude)
+    return rounded if value >= 0 else -rounded
 
 
 def _number(value: Any, numpy: Any) -> Any:
@@ -381,6 +399,8 @@ def _prepare(
     )
     if out is not None:
         _check_out(out, plan, operation, (*arrays, grad_output))
+    if type(grad_output) is int and abs(grad_output) >= 2**53:  # exact below: rounded once later
+        grad_output = _rounded_integer(grad_output, plan.result_dtype)
     implementation = registry.select(arrays, forced, operation, plan)
     if key is not None and registry.static_choice(arrays) is implementation:
         _call_cache.put(key, (implementation, plan))

@@ -33,3 +33,60 @@ def test_cpu_benchmark_smoke(tmp_path, capsys):
         assert not plot.exists()
     else:
         assert plot.stat().st_size > 0
+
+
+def test_threshold_sweep_smoke(tmp_path, capsys):
+    report = tmp_path / "threshold.json"
+    plot = tmp_path / "threshold.png"
+    status = main(
+        ["--threshold", "--exponents", "12", "13", "--repeat", "1", "--quiet",
+         "--json", str(report), "--plot", str(plot)]
+    )  # fmt: skip
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "crossover mean" in table and "PARALLEL_MIN" in table
+    data = json.loads(report.read_text())
+    assert set(data) >= {"machine", "threads", "parallel_min", "results", "crossover"}
+    assert {(r["operation"], r["n"]) for r in data["results"]} == {
+        (operation, n)
+        for operation in ("mean", "none", "loss_and_grad", "mean step 2")
+        for n in (4096, 8192)
+    }
+    assert all(r["serial_seconds"] > 0 and r["parallel_seconds"] > 0 for r in data["results"])
+    assert all(r["speedup"] == r["serial_seconds"] / r["parallel_seconds"] for r in data["results"])
+    assert set(data["crossover"]) == {"mean", "none", "loss_and_grad", "mean step 2"}
+    from l1backends._backends.numba_cpu import _backend, _general
+
+    assert _general.PARALLEL_MIN == _backend.PARALLEL_MIN == data["parallel_min"]  # restored
+    assert data["general_parallel_min"] == _general.GENERAL_PARALLEL_MIN
+
+
+def test_threshold_crossover_is_where_the_threads_win_from_on():
+    from l1backends.bench.threshold import crossover
+
+    rows = [{"n": n, "speedup": s} for n, s in [(1, 0.5), (2, 1.2), (4, 0.9), (8, 1.1), (16, 1.5)]]
+    assert crossover(rows) == 8
+    assert crossover([{"n": 1, "speedup": 2.0}, {"n": 2, "speedup": 0.8}]) is None
+
+
+def test_layouts_smoke(tmp_path, capsys):
+    report = tmp_path / "layouts.json"
+    plot = tmp_path / "layouts.png"
+    status = main(
+        ["--layouts", "--elements", "8192", "--repeat", "1", "--quiet", "--no-plot", "--substeps",
+         "--json", str(report), "--plot", str(plot)]
+    )  # fmt: skip
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "complex64 'none'" in table and "big-endian" in table
+    data = json.loads(report.read_text())
+    assert set(data) >= {"machine", "target_ratio", "results", "substeps"}
+    names = {r["layout"] for r in data["results"]}
+    assert {"loss_and_grad 'none'", "grad 'none', grad_output array", "mean, negative stride",
+            "mean axis=1, shape (n/2, 2)", "'none', broadcast weight"} <= names  # fmt: skip
+    for row in data["results"]:
+        assert row["ratio"] > 0 and row["within_target"] == (row["ratio"] <= 3.0)
+        assert row["paths"], row  # every call went through a numba-cpu kernel path
+    assert not plot.exists()
+    parts = {r["part"]: r["ns_per_element"] for r in data["substeps"]}
+    assert len(parts) == 5 and all(value > 0 for value in parts.values())

@@ -250,9 +250,9 @@ DETERMINISM = textwrap.dedent(
     """
     import hashlib, numpy as np, l1backends as l1
     rng = np.random.default_rng(7)
-    x = rng.standard_normal(600_000).astype(np.float32)
-    y = rng.standard_normal(600_000).astype(np.float32)
-    w = rng.random((600_000,))
+    x = rng.standard_normal(1_200_000).astype(np.float32)  # the parallel paths too
+    y = rng.standard_normal(1_200_000).astype(np.float32)
+    w = rng.random((1_200_000,))
     out = [
         l1.l1_loss(x, y),
         *l1.l1_loss_and_grad(x, y, weight=w),
@@ -276,8 +276,8 @@ def test_same_bits_for_any_thread_count():
 
 
 def test_concurrent_threads():
-    x = rng.standard_normal(400_000).astype(np.float32)
-    y = rng.standard_normal(400_000).astype(np.float32)
+    x = rng.standard_normal(1_100_000).astype(np.float32)  # above PARALLEL_MIN: threads
+    y = rng.standard_normal(1_100_000).astype(np.float32)
     expected = l1.l1_loss(x, y, backend=BACKEND)
     expected_grad = l1.l1_loss_grad(x, y, backend=BACKEND)
 

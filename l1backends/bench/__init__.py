@@ -2,7 +2,9 @@
 
 The default mode times the numba-CPU backend against the memory-bandwidth floor,
 NumPy, PyTorch and JAX in one process; ``--gpu``, ``--dask`` and ``--frameworks``
-run the GPU, Dask and PyTorch/JAX benchmarks instead.
+run the GPU, Dask and PyTorch/JAX benchmarks instead, ``--threshold`` sweeps the
+numba-CPU serial/parallel threshold, and ``--layouts`` times every general-layout
+path against NumPy.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--frameworks",
         action="store_true",
         help="run the PyTorch/JAX benchmark (l1backends on tensors and JAX arrays)",
+    )
+    mode.add_argument(
+        "--threshold", action="store_true", help="sweep the numba-cpu serial/parallel threshold"
+    )
+    mode.add_argument(
+        "--layouts", action="store_true", help="time the general-layout paths against NumPy"
     )
     parser.add_argument(
         "--sizes", type=float, nargs="+", default=[1e3, 1e4, 1e5, 1e6, 1e7, 5e7],
@@ -60,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import frameworks
 
         return frameworks.run(rest)
+    if options.threshold:
+        from . import threshold
+
+        return threshold.run(argv)
+    if options.layouts:
+        from . import layouts
+
+        return layouts.run(argv)
     from . import cpu
 
     return cpu.run(argv)

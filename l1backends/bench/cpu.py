@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run"]
+__all__ = ["Progress", "best_time", "best_times", "machine", "run"]
 
 # (operation, implementation) pairs whose ratios the table reports: numerator, denominator.
 RATIOS = (
@@ -248,6 +248,17 @@ def _plot(results: list[dict[str, Any]], path: str) -> bool:
     return True
 
 
+def machine() -> dict[str, Any]:
+    """What the benchmarks ran on: platform, processor, CPU count, Python and NumPy versions."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CPU benchmark; see ``l1backends.bench.build_parser`` for the options."""
     from . import build_parser
@@ -289,15 +300,8 @@ def run(argv: list[str] | None = None) -> int:
                      "denominator": denominator, "value": top / bottom}
                 )  # fmt: skip
     print(_table(results, ratios, dispatch))
-    machine = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
     report = {
-        "machine": machine,
+        "machine": machine(),
         "results": results,
         "ratios": ratios,
         "dispatch_seconds": dispatch,

@@ -31,17 +31,32 @@ from . import _kernels as kern
 from ._operands import Space, mode, space_records, splits_rows
 from ._threads import run_tasks
 
-__all__ = ["Settings", "empty_loss", "general_call", "partial_words", "threads_for"]
+__all__ = [
+    "GENERAL_PARALLEL_MIN",
+    "PARALLEL_MIN",
+    "Settings",
+    "empty_loss",
+    "general_call",
+    "partial_words",
+    "threads_for",
+]
 
 # Operand positions in the kernel's records: reads x, y, w, s, sw; writes out, gr, row.
 X, Y, W, S, SW, OUT, GR, ROW = range(8)
-#: Elements below which a launch runs in the calling thread alone.
-PARALLEL_MIN = 1 << 17
+#: Elements below which a flat-kernel launch runs in the calling thread alone.  The flat
+#: kernels are memory-bound: ``l1backends bench --threshold`` found two threads slower than
+#: one below 2**19 to 2**20 elements on the 2-core VM (handing chunks to the pool costs
+#: 20-100 us there), and no faster at any size when the second core brought no bandwidth.
+PARALLEL_MIN = 1 << 20
+#: The same for the general kernel, which is compute-bound (about 100 ns per element in
+#: that sweep): threads pay from its first split into chunks.  Measure both again when a
+#: kernel changes.
+GENERAL_PARALLEL_MIN = 1 << 15
 
 
-def threads_for(size: int) -> int:
-    """Threads for a launch over ``size`` elements: 1 below :data:`PARALLEL_MIN`."""
-    if size < PARALLEL_MIN:
+def threads_for(size: int, minimum: int | None = None) -> int:
+    """Threads for a launch over ``size`` elements: 1 below ``minimum`` (:data:`PARALLEL_MIN`)."""
+    if size < (PARALLEL_MIN if minimum is None else minimum):
         return 1
     return int(__import__("numba").get_num_threads())
 
@@ -135,7 +150,7 @@ def _launch(
     layout = space.layout()
     ntasks = layout[2] * layout[3]
     partials = np.empty((ntasks if layout[3] > 1 else 0, 4))
-    threads = threads_for(space.rows * space.count)
+    threads = threads_for(space.rows * space.count, GENERAL_PARALLEL_MIN)
     if paths is not None:
         paths.visit("row-chunks" if layout[3] > 1 or space.rows == 1 else "row-blocks")
         paths.visit("general-parallel" if threads > 1 else "general-serial")
@@ -265,6 +280,7 @@ def _reduce(call: _Call, accumulate: int, loss: Any, paths: KernelPaths | None) 
     # scaled by a power of two (exact), and the result scaled back.
     if paths is not None:
         paths.visit("overflow-rescale")
+    # A broadcast input's sum-back pass runs after this one, on the call's own operands.
     settings = Settings(plan, kern.ACC_LOSS)
     shift = max(1, plan.count).bit_length() + 2
     settings.x_scale = 2.0**-shift

@@ -82,6 +82,7 @@ _OVERLOAD_JIT: Any = JIT
 # Typed (not literal) constants, so that numba compiles each helper once, not per constant.
 _RE, _IM, _ZERO = np.int64(0), np.int64(1), np.int64(0)
 _TO_F32, _TO_F64 = np.int64(ROUND_F32), np.int64(ROUND_F64)
+_SMALLEST_NORMAL = 2.0**-1022
 _FINISH_COUNT, _FINISH_WEIGHT = Finish.MEAN_BY_COUNT, Finish.MEAN_BY_WEIGHT
 _PLAIN, _BY_COUNT, _BY_WEIGHT_SUM = GradScale.PLAIN, GradScale.BY_COUNT, GradScale.BY_WEIGHT_SUM
 
@@ -160,6 +161,8 @@ def _gradient(s, scale, difference, magnitude, wv, flags):
 
     Real: ``sign(d) · scale · w`` with the product kept as a double word; complex:
     ``d / |d| · scale · w``, NaN in both parts where the difference is not finite.
+    ``difference`` may be ``d`` times a power of two (its direction is what counts),
+    and ``magnitude`` is its modulus.
     """
     if s is None:
         return 0.0, 0.0, 0.0
@@ -170,9 +173,33 @@ def _gradient(s, scale, difference, magnitude, wv, flags):
         if not (math.isfinite(re) and math.isfinite(im)):
             return math.nan, 0.0, math.nan
         unit = magnitude if magnitude != 0.0 else 1.0
-        return re / unit * high, 0.0, im / unit * high
+        return _part_times(re, unit, high), 0.0, _part_times(im, unit, high)
     re = difference[0]
     return _sign_times(re, high), _sign_times(re, error), 0.0
+
+
+@njit(**JIT)
+def _part_times(part, modulus, scale):
+    """``part / modulus · scale``, one part of a complex gradient, rounded as little as it can be.
+
+    The quotient is at most 1 in magnitude; where it falls below float64's normal
+    range (it lost bits, or became 0 in front of an infinite scale) the three numbers
+    are taken apart into mantissas and exponents, so only the final result can
+    underflow or overflow.
+    """
+    quotient = part / modulus
+    product = quotient * scale
+    if part == 0.0 or (abs(quotient) >= _SMALLEST_NORMAL and math.isfinite(product)):
+        return product
+    part_m, part_e = math.frexp(part)
+    modulus_m, modulus_e = math.frexp(modulus)
+    scale_m, scale_e = math.frexp(scale)
+    return math.ldexp(part_m / modulus_m * scale_m, part_e - modulus_e + scale_e)
+
+
+@njit(**JIT)
+def _all_finite(a, b, c, d):
+    return math.isfinite(a) and math.isfinite(b) and math.isfinite(c) and math.isfinite(d)
 
 
 @njit(**JIT)
@@ -199,12 +226,19 @@ def _element(reads, writes, offsets, settings, row_scale):
     xr = _load_or(x, offsets[0], _RE, 0.0) * x_scale
     yr = _load_or(y, offsets[1], _RE, 0.0) * x_scale
     if flags & COMPLEX:
-        re = xr - yr
-        im = (_load_or(x, offsets[0], _IM, 0.0) - _load_or(y, offsets[1], _IM, 0.0)) * x_scale
+        xi = _load_or(x, offsets[0], _IM, 0.0) * x_scale
+        yi = _load_or(y, offsets[1], _IM, 0.0) * x_scale
+        re, im = xr - yr, xi - yi
         high, low = math.hypot(re, im), 0.0
+        direction, length = (re, im), high
+        if math.isinf(high) and _all_finite(xr, yr, xi, yi):
+            # d or |d| beyond float64 from finite data: d/4 has the same, finite, direction.
+            re4, im4 = xr * 0.25 - yr * 0.25, xi * 0.25 - yi * 0.25
+            direction, length = (re4, im4), math.hypot(re4, im4)
     else:
         re, error = two_sum(xr, -yr)
         high, low, im = abs(re), (error if re >= 0.0 else -error), 0.0
+        direction, length = (re, im), high
     term_high, term_low = high, low
     if wv != 1.0:
         term_high, product_error = two_product(high, wv)
@@ -213,7 +247,7 @@ def _element(reads, writes, offsets, settings, row_scale):
     scale = row_scale
     if flags & ELEMENT_SCALE:
         scale = _scale(s, sw, offsets, settings, (0.0, 0.0))
-    grad_re, grad_low, grad_im = _gradient(s, scale, (re, im), high, wv, flags)
+    grad_re, grad_low, grad_im = _gradient(s, scale, direction, length, wv, flags)
     _write_if(writes[1], offsets[6], grad_re, grad_low)
     if flags & COMPLEX:
         _write_if(writes[1], offsets[6] + settings[6], grad_im, 0.0)
