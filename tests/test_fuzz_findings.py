@@ -146,3 +146,19 @@ def test_a_complex_gradient_part_that_underflows_before_its_scale_is_exact(x, g)
         for got, part in ((grad[0].real, d[0]), (grad[0].imag, d[1])):
             exact = np.sign(float(part)) * g if np.isinf(g) else part / modulus * Fraction(g)
             assert distance_in_ulps(float(got), exact, "float64") <= 2, (got, float(exact))
+
+
+@pytest.mark.parametrize("function", ["l1_loss", "l1_loss_grad", "l1_loss_and_grad"])
+@pytest.mark.parametrize("shape", [(), (5,)])
+def test_a_non_native_target_after_a_native_call_of_the_same_shape(function, shape) -> None:
+    """Found: after a native call, a big-endian target of the same shape took the native
+    call's prepared flat kernel, which read its bytes unswapped (2.6e16 for a loss of 0)."""
+    x = np.full(shape, 2.6066264e16, dtype="<f4")
+    call = getattr(l1, function)
+    native = call(x, x.copy())
+    swapped = call(x, x.astype(">f4"))
+    if function != "l1_loss_and_grad":
+        native, swapped = (native,), (swapped,)
+    for expected, got in zip(native, swapped, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert l1.l1_loss(x, x.astype(">f4")) == 0.0

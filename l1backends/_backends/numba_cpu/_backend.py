@@ -76,6 +76,17 @@ def _is_flat(plan: Plan, input: np.ndarray, target: np.ndarray, weight: Any) -> 
     return both_c or (input.flags.f_contiguous and target.flags.f_contiguous)
 
 
+def _prepared_key(
+    want: tuple[bool, bool], plan: Plan, input: np.ndarray, target: np.ndarray
+) -> tuple[Any, ...]:
+    """What a prepared small call depends on beyond its plan, whose dtypes are names only.
+
+    The dtypes themselves carry the byte order: a big-endian target of the same plan
+    must not find a native call's flat kernel.
+    """
+    return (want, plan, input.dtype, target.dtype, input.strides, target.strides)
+
+
 def _fits_flat(out: np.ndarray | None, input: np.ndarray) -> bool:
     """Whether an ``out=`` buffer can take the flat kernels' writes (the inputs' order)."""
     if out is None or out.ndim == 0:
@@ -174,7 +185,7 @@ class NumbaCPUBackend:
     ) -> Array:
         """Return the loss described by ``plan`` (written into ``out`` when given)."""
         if weight is None and out is None:  # small calls: one lookup, then the kernel
-            prepared = self._prepared.get((_LOSS, plan, input.dtype, input.strides, target.strides))
+            prepared = self._prepared.get(_prepared_key(_LOSS, plan, input, target))
             if prepared is not None:
                 return prepared(input, target)[0]
         return self._run(plan, input, target, weight, None, _LOSS, out)[0]
@@ -190,8 +201,7 @@ class NumbaCPUBackend:
     ) -> Array:
         """Return the subgradient with respect to ``input`` (written into ``out`` when given)."""
         if weight is None and grad_output is None and out is None:
-            key = (_GRAD, plan, input.dtype, input.strides, target.strides)
-            prepared = self._prepared.get(key)
+            prepared = self._prepared.get(_prepared_key(_GRAD, plan, input, target))
             if prepared is not None:
                 return prepared(input, target)[1]
         return self._run(plan, input, target, weight, grad_output, _GRAD, out)[1]
@@ -207,8 +217,7 @@ class NumbaCPUBackend:
     ) -> tuple[Array, Array]:
         """Return ``(loss, grad)`` from one pass over input and target (grad into ``out``)."""
         if weight is None and grad_output is None and out is None:
-            key = (_BOTH, plan, input.dtype, input.strides, target.strides)
-            prepared = self._prepared.get(key)
+            prepared = self._prepared.get(_prepared_key(_BOTH, plan, input, target))
             if prepared is not None:
                 return prepared(input, target)
         return self._run(plan, input, target, weight, grad_output, _BOTH, out)
@@ -283,7 +292,7 @@ class NumbaCPUBackend:
     ) -> tuple[Any, Any]:
         want_loss, want_grad = want
         if plan.size < PARALLEL_MIN and grad_output is None and out is None:
-            key = (want, plan, input.dtype, input.strides, target.strides)
+            key = _prepared_key(want, plan, input, target)
             prepared = self._prepared.get(key)
             if prepared is None:
                 if len(self._prepared) >= _PREPARED_LIMIT:
