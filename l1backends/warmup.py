@@ -24,7 +24,7 @@ __all__ = ["GROUPS", "calls", "run", "warm_group"]
 #: The groups of calls, each compiling its own kernels: losses, and gradients.
 GROUPS = ("loss", "grad")
 # Large enough for the parallel drivers (PARALLEL_MIN), small enough to take no time.
-_PARALLEL = (1 << 17) + 3
+_PARALLEL = (1 << 20) + 3
 
 
 def calls(group: str) -> Iterator[tuple[str, Callable[[], Any]]]:

@@ -8,7 +8,6 @@ cache), so those run the plain call first.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _threading_layers import LAYERS, layer_environment
 
 import l1backends as l1
 from l1backends.registry import BackendSpec, Capabilities
@@ -220,11 +220,11 @@ FORK = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layer", ["default", "omp", "workqueue"])
+@pytest.mark.parametrize("layer", LAYERS)
 def test_fork_after_a_parallel_call(layer: str, tmp_path: Path) -> None:
     script = tmp_path / "fork.py"
     script.write_text(FORK)
-    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+    env = layer_environment(layer)
     run = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=240
     )

@@ -153,7 +153,7 @@ def _mixed(declared: list[str]) -> Iterator[MatrixCase]:
         yield MatrixCase(label, _case(label, (a, b), ((4, 3), (4, 3)), ("mean", 1)))
 
 
-def _sized(adapter: ArrayAdapter, dtypes: list[str]) -> Iterator[MatrixCase]:
+def _sized(adapter: ArrayAdapter, dtypes: list[str], paths: Any) -> Iterator[MatrixCase]:
     """Shapes that reach the drivers: many short rows, long split rows, parallel sizes."""
     dtype = "float32" if "float32" in dtypes else dtypes[0]
     shapes = [
@@ -163,6 +163,13 @@ def _sized(adapter: ArrayAdapter, dtypes: list[str]) -> Iterator[MatrixCase]:
         ("parallel", ((1 << 17) + 3,), ("mean", None), "none"),
         ("parallel-weighted", (2, (1 << 16) + 5), ("mean", None), "full"),
     ]
+    if "flat-parallel" in getattr(paths, "names", ()):
+        # numba-cpu's flat kernels take threads from 2**20 elements (memory-bound below);
+        # they serve contiguous data only, so no other layout is needed.
+        shape = ((1 << 20) + 3,)
+        label = f"{dtype}/flat-parallel/C"
+        case = _case(label, (dtype, dtype), (shape, shape), ("mean", None), _layout("C", shape))
+        yield MatrixCase(label, case, ("loss", "loss_and_grad"))
     if adapter.matrix_size < 40000:  # a slow simulator: the longest row it takes, as chunks
         shapes.append(("adapter-row", (adapter.matrix_size,), ("sum", None), "none"))
     for name, shape, reduction, weight in shapes:
@@ -222,7 +229,7 @@ def matrix(target: Target, paths: Any = None) -> list[MatrixCase]:
         *_crossed(adapter, dtypes),
         *_per_reduction(dtypes if adapter.matrix_full else dtypes[:1]),
         *_mixed(dtypes),
-        *_sized(adapter, dtypes),
+        *_sized(adapter, dtypes, paths),
         *_overflow(dtypes, paths),
     ]
     cases = [c for c in cases if c.case.input.size <= adapter.matrix_size]
