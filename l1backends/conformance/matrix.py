@@ -166,9 +166,9 @@ def _sized(adapter: ArrayAdapter, dtypes: list[str], paths: Any) -> Iterator[Mat
     if "flat-parallel" in getattr(paths, "names", ()):
         # numba-cpu's flat kernels take threads from 2**20 elements (memory-bound below);
         # they serve contiguous data only, so no other layout is needed.
-        shape = ((1 << 20) + 3,)
+        flat = ((1 << 20) + 3,)
         label = f"{dtype}/flat-parallel/C"
-        case = _case(label, (dtype, dtype), (shape, shape), ("mean", None), _layout("C", shape))
+        case = _case(label, (dtype, dtype), (flat, flat), ("mean", None), _layout("C", flat))
         yield MatrixCase(label, case, ("loss", "loss_and_grad"))
     if adapter.matrix_size < 40000:  # a slow simulator: the longest row it takes, as chunks
         shapes.append(("adapter-row", (adapter.matrix_size,), ("sum", None), "none"))
