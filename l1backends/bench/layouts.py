@@ -122,17 +122,16 @@ def _paths(call: Callable[[], Any]) -> list[str]:
 def _substeps(n: int, repeat: int) -> list[dict[str, Any]]:
     """Nanoseconds per element of the general kernel's per-element work, part by part.
 
-    Each part is a numba loop over ``n`` float32 elements: a typed read; the
-    kernel's byte load by mode (unaligned, byte order, rounding); the same load
-    with the array and strides taken out of an operand record (a tuple) inside the
-    loop, as the kernel's helpers do; that record unpacked once before the loop;
-    and the kernel's whole element (``_element``, loss of two operands) per element.
+    Each part is a numba loop over ``n`` float32 elements, in one thread: a typed
+    read; the kernel's byte load by mode (unaligned, byte order, rounding) at an
+    address; and the kernel's whole element (``_element``, loss of two operands,
+    offsets stepped as the kernel steps them).
     """
     from numba import njit
 
     from .._backends.numba_cpu import _kernels as kern
     from .._backends.numba_cpu import _scalars as scalars
-    from .._backends.numba_cpu._operands import byte_view, mode
+    from .._backends.numba_cpu._operands import mode
 
     @njit(nogil=True, cache=True)
     def typed_read(x):  # pragma: no cover - compiled
@@ -142,50 +141,31 @@ def _substeps(n: int, repeat: int) -> list[dict[str, Any]]:
         return total
 
     @njit(nogil=True, cache=True)
-    def mode_load(data, base, stride, how, count):  # pragma: no cover - compiled
+    def mode_load(address, stride, how, count):  # pragma: no cover - compiled
         total = 0.0
         for i in range(count):
-            total += abs(scalars.load(data, base + i * stride, how, 0))
+            total += abs(scalars.load(address, i * stride, how, 0))
         return total
 
     @njit(nogil=True, cache=True)
-    def record_in_loop(record, count):  # pragma: no cover - compiled
-        total = 0.0
-        for i in range(count):
-            offset = record[1] + i * record[2][0]
-            total += abs(scalars.load(record[0], offset, record[3], 0))
-        return total
-
-    @njit(nogil=True, cache=True)
-    def record_unpacked(record, count):  # pragma: no cover - compiled
-        data, base, strides, how = record
-        total = 0.0
-        for i in range(count):
-            total += abs(scalars.load(data, base + i * strides[0], how, 0))
-        return total
-
-    @njit(nogil=True, cache=True)
-    def whole_element(reads, writes, settings, count):  # pragma: no cover - compiled
-        origin = kern._origin(reads, writes)
+    def whole_element(reads, writes, steps, settings, count):  # pragma: no cover - compiled
+        origin = (0, 0, 0, 0, 0, 0, 0, 0)
         acc = (0.0, 0.0, 0.0, 0.0)
         for i in range(count):
-            offsets = kern._moved(origin, reads, writes, 0, i)
+            offsets = kern._ahead(origin, steps, i)
             terms = kern._element(reads, writes, offsets, settings, (0.0, 0.0))
             acc = kern._add(acc, terms, False)
         return acc
 
     x = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
-    data, base = byte_view(x)
-    how = mode(x.dtype, "float32")
-    record = (data, base, np.array([x.itemsize], np.int64), how)
+    record = (x.__array_interface__["data"][0], mode(x.dtype, "float32"))
     reads, writes = (record, record, None, None, None), (None, None, None)
+    steps = (x.itemsize, x.itemsize, 0, 0, 0, 0, 0, 0)
     settings = (kern.ACC_LOSS, 2, n, 1.0, 1.0, 1.0, 2, 0)
     parts = [
         ("typed read x[i]", lambda: typed_read(x)),
-        ("byte load by mode (_scalars.load)", lambda: mode_load(data, base, 4, how, n)),
-        ("load, record taken apart per element", lambda: record_in_loop(record, n)),
-        ("load, record unpacked once", lambda: record_unpacked(record, n)),
-        ("whole general-kernel element", lambda: whole_element(reads, writes, settings, n)),
+        ("byte load by mode (_scalars.load)", lambda: mode_load(record[0], 4, record[1], n)),
+        ("whole general-kernel element", lambda: whole_element(reads, writes, steps, settings, n)),
     ]
     seconds = best_times([call for _, call in parts], repeat)
     return [

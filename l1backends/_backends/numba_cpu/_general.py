@@ -108,10 +108,10 @@ class _Call:
         compute = real_dtype(plan.compute_dtype)
         self.operands: list[Any] = [None] * 8
         self.strides: list[tuple[int, ...] | None] = [None] * 8
-        self.operands[X] = (input, mode(input.dtype, compute), False)
-        self.operands[Y] = (target, mode(target.dtype, compute), False)
+        self.operands[X] = (input, mode(input.dtype, compute))
+        self.operands[Y] = (target, mode(target.dtype, compute))
         if weight is not None:
-            self.operands[W] = (weight, mode(weight.dtype, plan.result_dtype), False)
+            self.operands[W] = (weight, mode(weight.dtype, plan.result_dtype))
         self.w_scale = 1.0  # a power of two when Σw overflowed float64
 
     def set(self, position: int, array: Array | None, strides: tuple[int, ...] | None = None):
@@ -121,7 +121,7 @@ class _Call:
             self.operands[position] = None
             return
         real = self.plan.result_dtype if position in (S, OUT) else real_dtype(array.dtype.name)
-        self.operands[position] = (array, mode(array.dtype, real), position >= OUT)
+        self.operands[position] = (array, mode(array.dtype, real))
 
     def run(
         self,
@@ -159,12 +159,12 @@ def _launch(
     values = settings.tuple()
     run_tasks(
         ntasks, threads, kern.general_tasks,
-        space.shape, space.nkept, reads, writes, values, layout, partials, words,
+        space.shape, space.nkept, space.strides, reads, writes, values, layout, partials, words,
     )  # fmt: skip
     if layout[3] > 1 and (records[ROW] is not None or words is not None):
         # Rows split into chunks, and sums wanted: combine the partials in a fixed order.
         kern.general_combine(
-            space.shape, space.nkept, records[ROW], values, layout, partials, words
+            space.shape, space.nkept, space.strides, records[ROW], values, layout, partials, words
         )
 
 

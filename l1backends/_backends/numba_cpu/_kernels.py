@@ -1,10 +1,11 @@
 """numba kernels of the numba-CPU backend: one general strided kernel, and flat fast paths.
 
 **The general kernel** serves every layout, dtype and reduction.  Each operand
-travels as one *record* ``(data, base, strides, mode)``: its bytes (a 1-D uint8
-view from its lowest address), the byte offset of its first element, its byte
-strides along the dimensions of the iteration space, and its mode (see
-:mod:`._scalars`), or None when absent.  The space is ``shape`` (the kept
+travels as one *record* ``(address, mode)``: the address of its first element
+and its mode (see :mod:`._scalars`), or None when absent; its byte strides along
+the dimensions of the iteration space are a row of the ``strides`` table (zeros
+for an absent operand).  Records hold no arrays, so the per-element helpers pass
+nothing that numba reference-counts.  The space is ``shape`` (the kept
 dimensions, one output row per multi-index, then the reduced ones, merged by
 :mod:`.._iteration`).  Work is cut into tasks that depend on the sizes alone:
 blocks of whole rows when rows are many, else each row split into chunks whose
@@ -75,12 +76,13 @@ ACC_GRAD = 8  #: sum the gradient terms per row (a broadcast input's gradient)
 ACC_WEIGHT = 16  #: sum w per row only (x and y are not read)
 ELEMENT_SCALE = 32  #: the gradient's scale varies per element ("none", sums back)
 
-# Fields of a record, and of the general kernel's settings tuple.
-_DATA, _BASE, _STRIDES, _MODE = range(4)
+# Fields of a record.
+_ADDRESS, _MODE = 0, 1
 # numba's overload takes its jit options as a TypedDict; the same options, untyped.
 _OVERLOAD_JIT: Any = JIT
 # Typed (not literal) constants, so that numba compiles each helper once, not per constant.
 _RE, _IM, _ZERO = np.int64(0), np.int64(1), np.int64(0)
+_ORIGIN = (_ZERO,) * 8  # every operand's offset at its first element
 _TO_F32, _TO_F64 = np.int64(ROUND_F32), np.int64(ROUND_F64)
 _SMALLEST_NORMAL = 2.0**-1022
 _FINISH_COUNT, _FINISH_WEIGHT = Finish.MEAN_BY_COUNT, Finish.MEAN_BY_WEIGHT
@@ -112,14 +114,14 @@ def compiled_entry(dispatcher: Any, args: tuple[Any, ...]) -> Any:
 def _load_or(record, offset, part, default):
     if record is None:
         return default
-    return load(record[_DATA], offset, record[_MODE], part)
+    return load(record[_ADDRESS], offset, record[_MODE], part)
 
 
 @njit(**JIT)
 def _write_if(record, offset, high, low):
     if record is None:
         return
-    store(record[_DATA], offset, record[_MODE], high, low)
+    store(record[_ADDRESS], offset, record[_MODE], high, low)
 
 
 @njit(**JIT)
@@ -143,7 +145,7 @@ def _scale(s, sw, offsets, settings, weight_sum):
     """
     if s is None:
         return 0.0, 0.0
-    g = load(s[_DATA], offsets[3], s[_MODE], _RE)
+    g = load(s[_ADDRESS], offsets[3], s[_MODE], _RE)
     kind = settings[7]
     if kind == _PLAIN:
         return g, 0.0
@@ -206,7 +208,7 @@ def _all_finite(a, b, c, d):
 def _weight(w, offset, w_scale):
     if w is None:
         return 1.0
-    return load(w[_DATA], offset, w[_MODE], _RE) * w_scale
+    return load(w[_ADDRESS], offset, w[_MODE], _RE) * w_scale
 
 
 @njit(**JIT)
@@ -267,92 +269,92 @@ def _add(acc, terms, compensate):
 
 
 @njit(**JIT)
-def _step(record, dim, index):
-    if record is None:
-        return _ZERO
-    return index * record[_STRIDES][dim]
-
-
-@njit(**JIT)
-def _moved(offsets, reads, writes, dim, index):
+def _moved(offsets, strides, dim, index):
     """``offsets`` moved ``index`` steps along dimension ``dim`` for every operand."""
-    x, y, w, s, sw = reads
-    out, gr, row_out = writes
-    return (
-        offsets[0] + _step(x, dim, index),
-        offsets[1] + _step(y, dim, index),
-        offsets[2] + _step(w, dim, index),
-        offsets[3] + _step(s, dim, index),
-        offsets[4] + _step(sw, dim, index),
-        offsets[5] + _step(out, dim, index),
-        offsets[6] + _step(gr, dim, index),
-        offsets[7] + _step(row_out, dim, index),
-    )
+    return _ahead(offsets, _column(strides, dim), index)
 
 
 @njit(**JIT)
-def _base(record):
-    if record is None:
-        return _ZERO
-    return record[_BASE]
-
-
-@njit(**JIT)
-def _origin(reads, writes):
-    x, y, w, s, sw = reads
-    out, gr, row_out = writes
+def _column(strides, dim):
+    """Every operand's byte stride along dimension ``dim``, as a tuple of scalars."""
     return (
-        _base(x), _base(y), _base(w), _base(s), _base(sw), _base(out), _base(gr), _base(row_out)
+        strides[0, dim], strides[1, dim], strides[2, dim], strides[3, dim],
+        strides[4, dim], strides[5, dim], strides[6, dim], strides[7, dim],
     )  # fmt: skip
 
 
 @njit(**JIT)
-def _at(shape, first, last, index, reads, writes, offsets):
+def _ahead(offsets, steps, index):
+    """``offsets`` plus ``index`` times ``steps``, operand by operand."""
+    return (
+        offsets[0] + index * steps[0], offsets[1] + index * steps[1],
+        offsets[2] + index * steps[2], offsets[3] + index * steps[3],
+        offsets[4] + index * steps[4], offsets[5] + index * steps[5],
+        offsets[6] + index * steps[6], offsets[7] + index * steps[7],
+    )  # fmt: skip
+
+
+@njit(**JIT)
+def _at(shape, first, last, index, strides, offsets):
     """Offsets of C-order multi-index ``index`` over dimensions ``first .. last - 1``."""
     for dim in range(last - 1, first - 1, -1):
-        offsets = _moved(offsets, reads, writes, dim, index % shape[dim])
+        offsets = _moved(offsets, strides, dim, index % shape[dim])
         index //= shape[dim]
     return offsets
 
 
 @njit(**JIT)
-def _row_elements(shape, nkept, reads, writes, settings, row_offsets, span, position, row_scale):
+def _row_elements(
+    shape, nkept, strides, reads, writes, settings, row_offsets, span, position, row_scale
+):
     """Sum elements ``span[0] .. span[1] - 1`` of one row (an odometer over the reduced dims).
 
-    ``position`` is the task's scratch multi-index, so that no row allocates.
+    ``position`` is the task's scratch multi-index, so that no row allocates.  The
+    innermost loop touches scalars only: the steps along the last dimension are
+    read from ``strides`` once per row.
     """
     ndim = shape.size
     last = ndim - 1
     start, stop = span
     compensate = (settings[0] & COMPENSATE) != 0
+    summing = (settings[0] & (ACC_LOSS | ACC_GRAD | ACC_WEIGHT)) != 0
     acc = (0.0, 0.0, 0.0, 0.0)
-    offsets = _at(shape, nkept, ndim, start, reads, writes, row_offsets)
-    index = start
-    for dim in range(last, nkept - 1, -1):
-        position[dim] = index % shape[dim]
-        index //= shape[dim]
+    steps = _column(strides, last)
+    offsets = row_offsets
+    if start == 0:  # a whole row, or its first chunk: no divisions to find the start
+        for dim in range(nkept, ndim):
+            position[dim] = 0
+    else:
+        offsets = _at(shape, nkept, ndim, start, strides, row_offsets)
+        index = start
+        for dim in range(last, nkept - 1, -1):
+            position[dim] = index % shape[dim]
+            index //= shape[dim]
     done = start
     while done < stop:
         run = min(shape[last] - position[last], stop - done)
-        for i in range(run):
-            offsets_i = _moved(offsets, reads, writes, last, i)
-            terms = _element(reads, writes, offsets_i, settings, row_scale)
-            acc = _add(acc, terms, compensate)
+        if summing:
+            for i in range(run):
+                terms = _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
+                acc = _add(acc, terms, compensate)
+        else:  # elementwise outputs only: no chain of additions to wait on
+            for i in range(run):
+                _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
         done += run
-        offsets = _moved(offsets, reads, writes, last, run)
+        offsets = _ahead(offsets, steps, run)
         position[last] += run
         dim = last
         while dim > nkept and position[dim] == shape[dim]:
-            offsets = _moved(offsets, reads, writes, dim, -shape[dim])
+            offsets = _moved(offsets, strides, dim, -shape[dim])
             position[dim] = 0
             dim -= 1
             position[dim] += 1
-            offsets = _moved(offsets, reads, writes, dim, 1)
+            offsets = _moved(offsets, strides, dim, 1)
     return acc
 
 
 @njit(**JIT)
-def _row_settings(shape, nkept, reads, writes, settings, offsets, position):
+def _row_settings(shape, nkept, strides, reads, writes, settings, offsets, position):
     """The settings and gradient scale of one whole row of a reduction.
 
     For a weighted mean's gradient Σw is summed first, over the row's weights only
@@ -366,13 +368,15 @@ def _row_settings(shape, nkept, reads, writes, settings, offsets, position):
         # Concatenated, not starred: numba cannot build a tuple from starred parts.
         sweep = (flags,) + settings[1:]  # noqa: RUF005
         span = (_ZERO, _row_length(shape, nkept))
-        acc = _row_elements(shape, nkept, reads, writes, sweep, offsets, span, position, (0.0, 0.0))
+        acc = _row_elements(
+            shape, nkept, strides, reads, writes, sweep, offsets, span, position, (0.0, 0.0)
+        )
         if math.isinf(acc[2]):
             w_scale = 2.0 ** -(_bit_length(span[1]) + 1)
             settings = settings[:4] + (w_scale,) + settings[5:]  # noqa: RUF005
             sweep = sweep[:4] + (w_scale,) + sweep[5:]  # noqa: RUF005
             acc = _row_elements(
-                shape, nkept, reads, writes, sweep, offsets, span, position, (0.0, 0.0)
+                shape, nkept, strides, reads, writes, sweep, offsets, span, position, (0.0, 0.0)
             )
         weight_sum = (acc[2], acc[3])
     return settings, _scale(s, sw, offsets, settings, weight_sum)
@@ -403,16 +407,16 @@ def _finish_into(row_out, offset, acc, settings):
         return
     flags, finish, count, out_scale = settings[0], settings[1], settings[2], settings[5]
     if flags & ACC_GRAD:
-        store(row_out[_DATA], offset, row_out[_MODE], acc[0], acc[1])
+        store(row_out[_ADDRESS], offset, row_out[_MODE], acc[0], acc[1])
         if flags & COMPLEX:
-            store(row_out[_DATA], offset + settings[6], row_out[_MODE], acc[2], acc[3])
+            store(row_out[_ADDRESS], offset + settings[6], row_out[_MODE], acc[2], acc[3])
         return
     high, low = acc[0], acc[1]
     if finish == _FINISH_COUNT:
         high, low = dd_divide(high, low, np.float64(count), 0.0)
     elif finish == _FINISH_WEIGHT:
         high, low = dd_divide(high, low, acc[2], acc[3])
-    store(row_out[_DATA], offset, row_out[_MODE], high * out_scale, low * out_scale)
+    store(row_out[_ADDRESS], offset, row_out[_MODE], high * out_scale, low * out_scale)
 
 
 @njit(**JIT)
@@ -425,25 +429,23 @@ def _finish_row(acc, writes, offset, settings, words, row):
 
 
 @njit(**JIT)
-def _row_offset(row_out, shape, nkept, row):
-    """The byte offset of output row ``row`` in ``row_out`` (0 when there is none)."""
-    if row_out is None:
-        return _ZERO
-    offset = row_out[_BASE]
+def _row_offset(strides, shape, nkept, row):
+    """The byte offset of output row ``row`` in the row output (operand 7)."""
+    offset = _ZERO
     for dim in range(nkept - 1, -1, -1):
-        offset += (row % shape[dim]) * row_out[_STRIDES][dim]
+        offset += (row % shape[dim]) * strides[7, dim]
         row //= shape[dim]
     return offset
 
 
 @njit(**JIT)
-def _general_task(task, shape, nkept, reads, writes, settings, layout, partials, words):
+def _general_task(task, shape, nkept, strides, reads, writes, settings, layout, partials, words):
     """Task ``task``: rows of one block, elements of one chunk of each (see the module doc)."""
     rows, count, nblocks, nchunks, chunk = layout
     block, part = task // nchunks, task % nchunks
     first, last = block * rows // nblocks, (block + 1) * rows // nblocks
     span = (part * chunk, min(count, (part + 1) * chunk))
-    offsets = _at(shape, _ZERO, nkept, first, reads, writes, _origin(reads, writes))
+    offsets = _at(shape, _ZERO, nkept, first, strides, _ORIGIN)
     position = np.empty(shape.size, np.int64)  # kept dims: this task's row; reduced: scratch
     index = first
     for dim in range(nkept - 1, -1, -1):
@@ -453,10 +455,10 @@ def _general_task(task, shape, nkept, reads, writes, settings, layout, partials,
         row_settings, row_scale = settings, (0.0, 0.0)
         if not settings[0] & ELEMENT_SCALE:
             row_settings, row_scale = _row_settings(
-                shape, nkept, reads, writes, settings, offsets, position
+                shape, nkept, strides, reads, writes, settings, offsets, position
             )
         acc = _row_elements(
-            shape, nkept, reads, writes, row_settings, offsets, span, position, row_scale
+            shape, nkept, strides, reads, writes, row_settings, offsets, span, position, row_scale
         )
         if nchunks == 1:
             _finish_row(acc, writes, offsets[7], row_settings, words, row)
@@ -466,20 +468,24 @@ def _general_task(task, shape, nkept, reads, writes, settings, layout, partials,
         dim = nkept - 1
         if dim < 0:
             continue
-        offsets = _moved(offsets, reads, writes, dim, 1)
+        offsets = _moved(offsets, strides, dim, 1)
         position[dim] += 1
         while dim > 0 and position[dim] == shape[dim]:
-            offsets = _moved(offsets, reads, writes, dim, -shape[dim])
+            offsets = _moved(offsets, strides, dim, -shape[dim])
             position[dim] = 0
             dim -= 1
             position[dim] += 1
-            offsets = _moved(offsets, reads, writes, dim, 1)
+            offsets = _moved(offsets, strides, dim, 1)
 
 
 @cached_kernel(**JIT)
-def general_tasks(first, last, shape, nkept, reads, writes, settings, layout, partials, words):
+def general_tasks(
+    first, last, shape, nkept, strides, reads, writes, settings, layout, partials, words
+):
     """Run tasks ``first .. last - 1`` of the general kernel (see the module doc).
 
+    ``strides`` (8, dimensions) holds each operand's byte strides, in the order of
+    ``reads`` (x, y, w, s, sw) then ``writes`` (out, gr, row).
     ``settings`` is ``(flags, finish, count, x_scale, w_scale, out_scale, imag_offset,
     grad_scale)``;
     ``layout`` is ``(rows, count, nblocks, nchunks, chunk)``; ``partials`` (tasks, 4)
@@ -487,11 +493,11 @@ def general_tasks(first, last, shape, nkept, reads, writes, settings, layout, pa
     4) receives each row's unrounded double words, or is None.
     """
     for task in range(first, last):
-        _general_task(task, shape, nkept, reads, writes, settings, layout, partials, words)
+        _general_task(task, shape, nkept, strides, reads, writes, settings, layout, partials, words)
 
 
 @cached_kernel(**JIT)
-def general_combine(shape, nkept, row_out, settings, layout, partials, words):
+def general_combine(shape, nkept, strides, row_out, settings, layout, partials, words):
     """Combine each row's chunk partials in a fixed order and finish the row into ``row_out``."""
     rows, nchunks = layout[0], layout[3]
     for row in range(rows):
@@ -503,7 +509,7 @@ def general_combine(shape, nkept, row_out, settings, layout, partials, words):
         if words is not None:
             for k in range(4):
                 words[row, k] = acc[k]
-        _finish_into(row_out, _row_offset(row_out, shape, nkept, row), acc, settings)
+        _finish_into(row_out, _row_offset(strides, shape, nkept, row), acc, settings)
 
 
 # ----- the flat kernels ---------------------------------------------------------------------

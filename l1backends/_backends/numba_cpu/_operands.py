@@ -1,17 +1,16 @@
 """Host side of the numba-CPU general kernel: operand records, modes and the work layout.
 
-An operand record is ``(data, base, strides, mode)``: the array's bytes as a 1-D
-uint8 view from its lowest address (no copy, whatever its strides or byte
-order), the byte offset of its first element in that view, its byte strides
-along the merged dimensions of the call's iteration space, and the mode that
-says how to read or write a value there.
+An operand record is ``(address, mode)``: the address of the array's first
+element (no copy, whatever its strides or byte order) and the mode that says how
+to read or write a value there.  The operands' byte strides along the merged
+dimensions of the call's iteration space form one table, a row per operand.  The
+caller keeps the arrays alive while a kernel runs on their addresses.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -37,7 +36,7 @@ MAX_CHUNKS = 64
 ROW_BLOCKS_FROM = 64
 MAX_ROW_BLOCKS = 256
 
-Record = tuple[np.ndarray, int, np.ndarray, int]
+Record = tuple[int, int]
 _ROUNDING = {"float16": ROUND_F16, "float32": ROUND_F32, "float64": ROUND_F64}
 _PRECISION = {"float16": 0, "float32": 1, "float64": 2}
 _REAL = {"complex64": "float32", "complex128": "float64"}
@@ -68,37 +67,6 @@ def mode(dtype: np.dtype, target: str) -> int:
     return STORAGE[name] | rounding << 4 | swapped
 
 
-class _Bytes:
-    """Exposes a span of an array's memory as 1-D bytes, keeping the array alive."""
-
-    def __init__(self, interface: dict[str, Any], owner: np.ndarray) -> None:
-        self.__array_interface__ = interface
-        self.owner = owner
-
-
-def byte_view(array: np.ndarray, writeable: bool = False) -> tuple[np.ndarray, int]:
-    """The bytes ``array`` spans as a 1-D uint8 view, and its first element's offset in it.
-
-    Inputs are read-only views and outputs writeable ones, always: numba compiles a
-    kernel once per argument type, and a read-only array is a type of its own.
-    """
-    if array.size == 0:
-        empty = np.zeros(1, np.uint8)
-        empty.flags.writeable = writeable
-        return empty, 0
-    low = sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s < 0)
-    high = sum(s * (n - 1) for s, n in zip(array.strides, array.shape, strict=True) if s > 0)
-    start = array.__array_interface__["data"][0] + low
-    interface = {
-        "shape": (high - low + array.itemsize,),
-        "typestr": "|u1",
-        "data": (start, not writeable),
-        "strides": None,
-        "version": 3,
-    }
-    return np.asarray(_Bytes(interface, array)), -low
-
-
 @dataclass
 class Space:
     """The merged iteration space of one kernel launch and its operands' records.
@@ -111,6 +79,8 @@ class Space:
         How many of them are kept (enumerate output rows).
     records : list
         One record per operand, in the order given, None where absent.
+    strides : numpy.ndarray
+        (operands, dimensions) byte strides (int64), zeros where absent.
     rows, count : int
         Products of the kept and reduced sizes.
     """
@@ -118,6 +88,7 @@ class Space:
     shape: np.ndarray
     nkept: int
     records: list[Record | None]
+    strides: np.ndarray
     rows: int
     count: int
 
@@ -134,11 +105,11 @@ def space_records(
     shape: tuple[int, ...],
     kept_axes: tuple[int, ...],
     reduced_axes: tuple[int, ...],
-    operands: list[tuple[np.ndarray, int, bool] | None],
+    operands: list[tuple[np.ndarray, int] | None],
     strides: list[tuple[int, ...] | None] | None = None,
     lead: int = 0,
 ) -> Space:
-    """Build the space of ``shape`` and a record for each ``(array, mode, writeable)`` operand.
+    """Build the space of ``shape`` and a record for each ``(array, mode)`` operand.
 
     Parameters
     ----------
@@ -147,7 +118,7 @@ def space_records(
     kept_axes, reduced_axes : tuple of int
         A partition of the axes: rows enumerate ``kept_axes`` in C order.
     operands : list
-        ``(array, mode, writeable)`` per operand, or None when absent.
+        ``(array, mode)`` per operand, or None when absent.
     strides : list, optional
         Per operand, byte strides along ``shape`` that replace the array's own
         broadcast strides (for arrays laid out over the kept axes only).
@@ -166,17 +137,18 @@ def space_records(
     space = build_space(shape, kept_axes, reduced_axes, full, lead_index)
     # The kernel walks at least one reduced dimension: a row of one element has size 1.
     inner = space.reduced_shape or (1,)
-    records: list[Record | None] = [None] * len(operands)
-    for position, k in enumerate(present):
-        array, operand_mode, writeable = operands[k]  # type: ignore[misc]  # present
-        data, base = byte_view(array, writeable)
-        dims = space.kept_strides[position] + (space.reduced_strides[position] or (0,))
-        records[k] = (data, base, np.array(dims, dtype=np.int64), operand_mode)
     dims = space.kept_shape + inner
+    records: list[Record | None] = [None] * len(operands)
+    table = np.zeros((len(operands), len(dims)), dtype=np.int64)
+    for position, k in enumerate(present):
+        array, operand_mode = operands[k]  # type: ignore[misc]  # present operands are tuples
+        records[k] = (array.__array_interface__["data"][0], operand_mode)
+        table[k] = space.kept_strides[position] + (space.reduced_strides[position] or (0,))
     return Space(
         shape=np.array(dims, dtype=np.int64),
         nkept=len(space.kept_shape),
         records=records,
+        strides=table,
         rows=math.prod(space.kept_shape),
         count=math.prod(inner),
     )

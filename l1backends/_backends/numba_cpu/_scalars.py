@@ -1,6 +1,6 @@
 """Scalar numerics of the numba-CPU kernels: loads and stores by mode, double words, rounding.
 
-Operands reach the general kernel as raw bytes, and a *mode* (a small integer)
+Operands reach the general kernel as raw addresses, and a *mode* (a small integer)
 says how the bytes at an offset become a float64: their storage format, the
 dtype the value is first rounded to (integers, and weights or ``grad_output`` of a
 wider dtype than the result), and whether the bytes are in non-native order.
@@ -99,29 +99,32 @@ _bits_from_f32 = _bitcast(types.float32, types.uint32)
 
 
 def _memory(width: int):
-    """Unaligned load and store of a ``width``-bit unsigned integer at a byte offset."""
+    """Unaligned load and store of a ``width``-bit unsigned integer at ``address + offset``.
+
+    Operands travel to the kernels as raw addresses (int64), not arrays: an array
+    handed to a helper numba does not inline costs a reference-count increment and
+    decrement per call, which in a per-element helper was most of the element's time.
+    """
     kind = getattr(types, f"uint{width}")
 
-    @intrinsic
-    def load_bits(typingctx, data, offset):
-        def codegen(context, builder, signature, args):
-            array = context.make_array(signature.args[0])(context, builder, args[0])
-            pointer = builder.gep(array.data, [args[1]])
-            typed = builder.bitcast(pointer, ir.IntType(width).as_pointer())
-            return builder.load(typed, align=1)
-
-        return kind(data, types.int64), codegen
+    def pointer(builder, address, offset):
+        return builder.inttoptr(builder.add(address, offset), ir.IntType(width).as_pointer())
 
     @intrinsic
-    def store_bits(typingctx, data, offset, value):
+    def load_bits(typingctx, address, offset):
         def codegen(context, builder, signature, args):
-            array = context.make_array(signature.args[0])(context, builder, args[0])
-            pointer = builder.gep(array.data, [args[1]])
-            typed = builder.bitcast(pointer, ir.IntType(width).as_pointer())
+            return builder.load(pointer(builder, *args), align=1)
+
+        return kind(types.int64, types.int64), codegen
+
+    @intrinsic
+    def store_bits(typingctx, address, offset, value):
+        def codegen(context, builder, signature, args):
+            typed = pointer(builder, args[0], args[1])
             builder.store(context.cast(builder, args[2], signature.args[2], kind), typed, align=1)
             return context.get_dummy_value()
 
-        return types.none(data, types.int64, value), codegen
+        return types.none(types.int64, types.int64, value), codegen
 
     @intrinsic
     def swap(typingctx, value):
@@ -140,20 +143,20 @@ _load64, _store64, _swap64 = _memory(64)
 
 
 @njit(**JIT)
-def _bits16(data, offset, swapped):
-    bits = _load16(data, offset)
+def _bits16(address, offset, swapped):
+    bits = _load16(address, offset)
     return _swap16(bits) if swapped else bits
 
 
 @njit(**JIT)
-def _bits32(data, offset, swapped):
-    bits = _load32(data, offset)
+def _bits32(address, offset, swapped):
+    bits = _load32(address, offset)
     return _swap32(bits) if swapped else bits
 
 
 @njit(**JIT)
-def _bits64(data, offset, swapped):
-    bits = _load64(data, offset)
+def _bits64(address, offset, swapped):
+    bits = _load64(address, offset)
     return _swap64(bits) if swapped else bits
 
 
@@ -215,8 +218,8 @@ def _from_integer(value, rounding):
 
 
 @njit(**JIT)
-def load(data, offset, mode, part):
-    """The value at byte ``offset`` of ``data`` stored as ``mode`` says, as a float64.
+def load(address, offset, mode, part):
+    """The value at ``address + offset`` stored as ``mode`` says, as a float64.
 
     ``part`` 1 reads the imaginary part of a complex value (0.0 for real storage).
     """
@@ -226,54 +229,54 @@ def load(data, offset, mode, part):
     rounding = (mode >> 4) & 3
     swapped = (mode & MODE_SWAP) != 0
     if storage == F32:
-        value = np.float64(_f32_from_bits(_bits32(data, offset, swapped)))
+        value = np.float64(_f32_from_bits(_bits32(address, offset, swapped)))
     elif storage == F64:
-        value = _f64_from_bits(_bits64(data, offset, swapped))
+        value = _f64_from_bits(_bits64(address, offset, swapped))
     elif storage == C64:
-        value = np.float64(_f32_from_bits(_bits32(data, offset + 4 * part, swapped)))
+        value = np.float64(_f32_from_bits(_bits32(address, offset + 4 * part, swapped)))
     elif storage == C128:
-        value = _f64_from_bits(_bits64(data, offset + 8 * part, swapped))
+        value = _f64_from_bits(_bits64(address, offset + 8 * part, swapped))
     elif storage == F16:
-        value = half_to_f64(_bits16(data, offset, swapped))
+        value = half_to_f64(_bits16(address, offset, swapped))
     elif storage == U64:
-        return _from_integer(_bits64(data, offset, swapped), rounding)
+        return _from_integer(_bits64(address, offset, swapped), rounding)
     else:
-        return _from_integer(_signed(data, offset, storage, swapped), rounding)
+        return _from_integer(_signed(address, offset, storage, swapped), rounding)
     return _rounded(value, rounding)
 
 
 @njit(**JIT)
-def _signed(data, offset, storage, swapped):
+def _signed(address, offset, storage, swapped):
     """An integer of any width but uint64, read as an int64 (every value is exact there)."""
     if storage == I8:
-        return np.int64(np.int8(_load8(data, offset)))
+        return np.int64(np.int8(_load8(address, offset)))
     if storage == U8:
-        return np.int64(_load8(data, offset))
+        return np.int64(_load8(address, offset))
     if storage == I16:
-        return np.int64(np.int16(_bits16(data, offset, swapped)))
+        return np.int64(np.int16(_bits16(address, offset, swapped)))
     if storage == U16:
-        return np.int64(_bits16(data, offset, swapped))
+        return np.int64(_bits16(address, offset, swapped))
     if storage == I32:
-        return np.int64(np.int32(_bits32(data, offset, swapped)))
+        return np.int64(np.int32(_bits32(address, offset, swapped)))
     if storage == U32:
-        return np.int64(_bits32(data, offset, swapped))
-    return np.int64(_bits64(data, offset, swapped))
+        return np.int64(_bits32(address, offset, swapped))
+    return np.int64(_bits64(address, offset, swapped))
 
 
 @njit(**JIT)
-def store(data, offset, mode, high, low):
+def store(address, offset, mode, high, low):
     """Round the double word ``high + low`` once to the storage of ``mode`` and write it."""
     storage = mode & 15
     swapped = (mode & MODE_SWAP) != 0
     if storage in (F32, C64):
         bits32 = _bits_from_f32(np.float32(round_dd(high, low, _TO_F32)))
-        _store32(data, offset, _swap32(bits32) if swapped else bits32)
+        _store32(address, offset, _swap32(bits32) if swapped else bits32)
     elif storage in (F64, C128):
         bits64 = _bits_from_f64(round_dd(high, low, _TO_F64))
-        _store64(data, offset, _swap64(bits64) if swapped else bits64)
+        _store64(address, offset, _swap64(bits64) if swapped else bits64)
     else:
         bits16 = f64_to_half(round_dd(high, low, _TO_F16))
-        _store16(data, offset, _swap16(bits16) if swapped else bits16)
+        _store16(address, offset, _swap16(bits16) if swapped else bits16)
 
 
 # ----- double words ---------------------------------------------------------------------------
