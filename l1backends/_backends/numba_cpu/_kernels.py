@@ -39,14 +39,18 @@ from numba.extending import overload
 from ...semantics import Finish, GradScale
 from ._cache import cached_kernel
 from ._scalars import (
+    F32,
+    F64,
     JIT,
     ROUND_F32,
     ROUND_F64,
     dd_add,
     dd_divide,
     load,
+    load_native,
     round_dd,
     store,
+    store_native,
     two_product,
     two_sum,
 )
@@ -211,7 +215,7 @@ def _weight(w, offset, w_scale):
     return load(w[_ADDRESS], offset, w[_MODE], _RE) * w_scale
 
 
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def _element(reads, writes, offsets, settings, row_scale):
     """One element: write the requested outputs and return the terms to sum.
 
@@ -256,6 +260,68 @@ def _element(reads, writes, offsets, settings, row_scale):
     if flags & ACC_GRAD:
         return grad_re, grad_low, grad_im, 0.0
     return term_high, term_low, wv, 0.0
+
+
+@njit(**JIT)
+def _mode_or(record, default):
+    if record is None:
+        return default
+    return record[_MODE]
+
+
+@njit(**JIT)
+def _plain_storage(reads, writes, settings):
+    """F32 or F64 when a pass is plain, else 0.
+
+    A plain pass writes ``|x - y|`` and/or ``sign(x - y) · g`` elementwise, sums
+    nothing, has no weight, and every operand is native, exact and of one storage.
+    One rounding of ``x - y`` (computed in float64) to float32 or float64 is then
+    the correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding
+    a float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
+    exact: no double words are needed, and the loop reads typed values.
+    """
+    flags = settings[0]
+    if flags & (COMPLEX | ACC_LOSS | ACC_GRAD | ACC_WEIGHT) or settings[3] != 1.0:
+        return _ZERO
+    x, y, w, s, sw = reads
+    out, gr, row_out = writes
+    storage = _mode_or(x, _ZERO)
+    if storage != F32 and storage != F64:
+        return _ZERO
+    if _mode_or(w, _ZERO) or _mode_or(sw, _ZERO) or _mode_or(row_out, _ZERO):
+        return _ZERO
+    same = _mode_or(y, _ZERO) == storage and _mode_or(out, storage) == storage
+    if _mode_or(gr, _ZERO):
+        same = same and settings[7] == _PLAIN
+        same = same and _mode_or(gr, _ZERO) == storage and _mode_or(s, _ZERO) == storage
+    return storage if same else _ZERO
+
+
+@njit(**JIT)
+def _plain_run(reads, writes, offsets, steps, run, wide):
+    """Elements ``0 .. run - 1`` of a plain pass (see :func:`_plain_storage`)."""
+    x, y, s = reads[0], reads[1], reads[3]
+    out, gr = writes[0], writes[1]
+    for i in range(run):
+        at = _ahead(offsets, steps, i)
+        difference = load_native(x[_ADDRESS], at[0], wide) - load_native(y[_ADDRESS], at[1], wide)
+        _plain_write(out, at[5], abs(difference), wide)
+        _plain_gradient(s, gr, at[3], at[6], difference, wide)
+
+
+@njit(**JIT)
+def _plain_write(record, offset, value, wide):
+    if record is None:
+        return
+    store_native(record[_ADDRESS], offset, value, wide)
+
+
+@njit(**JIT)
+def _plain_gradient(s, gr, s_offset, gr_offset, difference, wide):
+    if s is None or gr is None:
+        return
+    g = load_native(s[_ADDRESS], s_offset, wide)
+    store_native(gr[_ADDRESS], gr_offset, _sign_times(difference, g), wide)
 
 
 @njit(**JIT)
@@ -318,6 +384,7 @@ def _row_elements(
     start, stop = span
     compensate = (settings[0] & COMPENSATE) != 0
     summing = (settings[0] & (ACC_LOSS | ACC_GRAD | ACC_WEIGHT)) != 0
+    plain = _plain_storage(reads, writes, settings)
     acc = (0.0, 0.0, 0.0, 0.0)
     steps = _column(strides, last)
     offsets = row_offsets
@@ -333,7 +400,9 @@ def _row_elements(
     done = start
     while done < stop:
         run = min(shape[last] - position[last], stop - done)
-        if summing:
+        if plain:
+            _plain_run(reads, writes, offsets, steps, run, plain == F64)
+        elif summing:
             for i in range(run):
                 terms = _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
                 acc = _add(acc, terms, compensate)

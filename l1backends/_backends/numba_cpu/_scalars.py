@@ -36,8 +36,10 @@ __all__ = [
     "f64_to_half",
     "half_to_f64",
     "load",
+    "load_native",
     "round_dd",
     "store",
+    "store_native",
     "two_product",
     "two_sum",
 ]
@@ -217,7 +219,7 @@ def _from_integer(value, rounding):
     return np.float64(value)
 
 
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def load(address, offset, mode, part):
     """The value at ``address + offset`` stored as ``mode`` says, as a float64.
 
@@ -264,6 +266,23 @@ def _signed(address, offset, storage, swapped):
 
 
 @njit(**JIT)
+def load_native(address, offset, wide):
+    """A native float64 (``wide``) or float32 at ``address + offset``, as a float64."""
+    if wide:
+        return _f64_from_bits(_load64(address, offset))
+    return np.float64(_f32_from_bits(_load32(address, offset)))
+
+
+@njit(**JIT)
+def store_native(address, offset, value, wide):
+    """Write ``value`` rounded once to a native float64 (``wide``) or float32."""
+    if wide:
+        _store64(address, offset, _bits_from_f64(value))
+    else:
+        _store32(address, offset, _bits_from_f32(np.float32(value)))
+
+
+@njit(**JIT, inline="always")
 def store(address, offset, mode, high, low):
     """Round the double word ``high + low`` once to the storage of ``mode`` and write it."""
     storage = mode & 15
