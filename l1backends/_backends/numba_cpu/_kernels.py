@@ -39,6 +39,8 @@ from numba.extending import overload
 from ...semantics import Finish, GradScale
 from ._cache import cached_kernel
 from ._scalars import (
+    C64,
+    C128,
     F32,
     F64,
     JIT,
@@ -271,37 +273,52 @@ def _mode_or(record, default):
 
 @njit(**JIT)
 def _plain_storage(reads, writes, settings):
-    """F32 or F64 when a pass is plain, else 0.
+    """The inputs' storage (F32, F64, C64 or C128) when a pass is plain, else 0.
 
-    A plain pass writes ``|x - y|`` and/or ``sign(x - y) · g`` elementwise, sums
-    nothing, has no weight, and every operand is native, exact and of one storage.
-    One rounding of ``x - y`` (computed in float64) to float32 or float64 is then
-    the correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding
-    a float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
-    exact: no double words are needed, and the loop reads typed values.
+    A plain pass writes ``|x - y|`` and/or (real data) ``sign(x - y) · g``
+    elementwise, sums nothing, has no weight, and every operand is native and
+    exact, the inputs of one storage and the outputs of its real dtype.  One
+    rounding of ``x - y`` (computed in float64) to float32 or float64 is then the
+    correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding a
+    float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
+    exact: no double words are needed, and the loop reads typed values.  A complex
+    modulus is ``hypot`` of the parts' differences, as in :func:`_element`.
     """
     flags = settings[0]
-    if flags & (COMPLEX | ACC_LOSS | ACC_GRAD | ACC_WEIGHT) or settings[3] != 1.0:
+    if flags & (ACC_LOSS | ACC_GRAD | ACC_WEIGHT) or settings[3] != 1.0:
         return _ZERO
     x, y, w, s, sw = reads
     out, gr, row_out = writes
     storage = _mode_or(x, _ZERO)
-    if storage != F32 and storage != F64:
+    real = F32 if storage == C64 else F64 if storage == C128 else storage
+    if real != F32 and real != F64:
         return _ZERO
     if _mode_or(w, _ZERO) or _mode_or(sw, _ZERO) or _mode_or(row_out, _ZERO):
         return _ZERO
-    same = _mode_or(y, _ZERO) == storage and _mode_or(out, storage) == storage
+    same = _mode_or(y, _ZERO) == storage and _mode_or(out, real) == real
     if _mode_or(gr, _ZERO):
-        same = same and settings[7] == _PLAIN
+        same = same and real == storage and settings[7] == _PLAIN
         same = same and _mode_or(gr, _ZERO) == storage and _mode_or(s, _ZERO) == storage
     return storage if same else _ZERO
 
 
 @njit(**JIT)
-def _plain_run(reads, writes, offsets, steps, run, wide):
-    """Elements ``0 .. run - 1`` of a plain pass (see :func:`_plain_storage`)."""
+def _plain_run(reads, writes, offsets, steps, run, storage, imaginary):
+    """Elements ``0 .. run - 1`` of a plain pass (see :func:`_plain_storage`).
+
+    ``imaginary`` is the byte offset of a complex value's imaginary part.
+    """
     x, y, s = reads[0], reads[1], reads[3]
     out, gr = writes[0], writes[1]
+    wide = storage in (F64, C128)
+    if storage in (C64, C128):
+        for i in range(run):
+            at = _ahead(offsets, steps, i)
+            re = load_native(x[_ADDRESS], at[0], wide) - load_native(y[_ADDRESS], at[1], wide)
+            xi = load_native(x[_ADDRESS], at[0] + imaginary, wide)
+            im = xi - load_native(y[_ADDRESS], at[1] + imaginary, wide)
+            _plain_write(out, at[5], math.hypot(re, im), wide)
+        return
     for i in range(run):
         at = _ahead(offsets, steps, i)
         difference = load_native(x[_ADDRESS], at[0], wide) - load_native(y[_ADDRESS], at[1], wide)
@@ -401,7 +418,7 @@ def _row_elements(
     while done < stop:
         run = min(shape[last] - position[last], stop - done)
         if plain:
-            _plain_run(reads, writes, offsets, steps, run, plain == F64)
+            _plain_run(reads, writes, offsets, steps, run, plain, settings[6])
         elif summing:
             for i in range(run):
                 terms = _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
