@@ -13,13 +13,14 @@ start.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-__all__ = ["GROUPS", "calls", "run", "warm_group"]
+__all__ = ["GROUPS", "calls", "run", "wait_for", "warm_group"]
 
 #: The groups of calls, each compiling its own kernels: losses, and gradients.
 GROUPS = ("loss", "grad")
@@ -172,15 +173,34 @@ def run(processes: int | None = None, progress: bool = True) -> tuple[int, int, 
     with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
         done = manager.Queue()
         futures = [pool.submit(warm_group, group, done) for group in GROUPS]
-        finished = 0
-        while finished < total:
-            done.get()
-            finished += 1
-            if progress:
-                _bar(finished, total, time.perf_counter() - start)
-        results = [future.result() for future in futures]
+        results = wait_for(futures, done, total, progress, start)
     signatures = {name for _, names in results for name in names}
     return sum(count for count, _ in results), len(signatures), time.perf_counter() - start
+
+
+def wait_for(
+    futures: list[Future], done: Any, total: int, progress: bool, start: float
+) -> list[Any]:
+    """The futures' results, drawing progress as ``done`` receives the ``total`` calls.
+
+    A worker that fails sends no more progress: its error is raised as soon as it is
+    known, instead of waiting for calls that will never come.
+    """
+    finished = 0
+    while finished < total:
+        try:
+            done.get(timeout=0.2)
+        except queue.Empty:
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    future.result()  # raises the worker's error
+            if all(future.done() for future in futures):
+                break
+            continue
+        finished += 1
+        if progress:
+            _bar(finished, total, time.perf_counter() - start)
+    return [future.result() for future in futures]
 
 
 def _bar(done: int, total: int, elapsed: float) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from l1backends.warmup import wait_for
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -62,3 +68,20 @@ def test_warmup_compiles_every_numba_cpu_kernel() -> None:
     assert match, result.stdout
     assert int(match[1]) >= 10 and int(match[2]) >= 100
     assert "calls" in result.stderr  # the progress bar
+
+
+def test_warmup_raises_a_failed_workers_error_instead_of_waiting() -> None:
+    """A worker that raised sends no more progress: the error surfaces, nothing hangs."""
+    done: queue.Queue = queue.Queue()
+
+    def fails() -> None:
+        done.put(1)
+        raise RuntimeError("a kernel failed to compile")
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(lambda: done.put(1) or 7), pool.submit(fails)]
+        with pytest.raises(RuntimeError, match="failed to compile"):
+            wait_for(futures, done, total=10, progress=False, start=0.0)
+        fresh: queue.Queue = queue.Queue()
+        ok = [pool.submit(lambda: fresh.put(1) or 3) for _ in range(2)]
+        assert wait_for(ok, fresh, total=2, progress=False, start=0.0) == [3, 3]

@@ -314,16 +314,22 @@ def _plain_run(reads, writes, offsets, steps, run, storage, imaginary):
     if storage in (C64, C128):
         for i in range(run):
             at = _ahead(offsets, steps, i)
-            re = load_native(x[_ADDRESS], at[0], wide) - load_native(y[_ADDRESS], at[1], wide)
-            xi = load_native(x[_ADDRESS], at[0] + imaginary, wide)
-            im = xi - load_native(y[_ADDRESS], at[1] + imaginary, wide)
+            re = _plain_read(x, at[0], wide) - _plain_read(y, at[1], wide)
+            im = _plain_read(x, at[0] + imaginary, wide) - _plain_read(y, at[1] + imaginary, wide)
             _plain_write(out, at[5], math.hypot(re, im), wide)
         return
     for i in range(run):
         at = _ahead(offsets, steps, i)
-        difference = load_native(x[_ADDRESS], at[0], wide) - load_native(y[_ADDRESS], at[1], wide)
+        difference = _plain_read(x, at[0], wide) - _plain_read(y, at[1], wide)
         _plain_write(out, at[5], abs(difference), wide)
         _plain_gradient(s, gr, at[3], at[6], difference, wide)
+
+
+@njit(**JIT)
+def _plain_read(record, offset, wide):
+    if record is None:  # passes that read the weight alone are never plain
+        return 0.0
+    return load_native(record[_ADDRESS], offset, wide)
 
 
 @njit(**JIT)
