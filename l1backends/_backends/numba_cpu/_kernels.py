@@ -344,7 +344,8 @@ def _plain_gradient(s, gr, s_offset, gr_offset, difference, wide):
     if s is None or gr is None:
         return
     g = load_native(s[_ADDRESS], s_offset, wide)
-    store_native(gr[_ADDRESS], gr_offset, _sign_times(difference, g), wide)
+    # + 0.0 as the general element's double word (0·g, +0) rounds: a tie is +0 for any g.
+    store_native(gr[_ADDRESS], gr_offset, _sign_times(difference, g) + 0.0, wide)
 
 
 @njit(**JIT)
