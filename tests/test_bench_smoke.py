@@ -22,9 +22,11 @@ def test_cpu_benchmark_smoke(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "numba-cpu" in table and "floor read 2" in table and "dispatch overhead" in table
     data = json.loads(report.read_text())
-    assert set(data) == {"machine", "results", "ratios", "dispatch_seconds"}
+    assert set(data) == {"machine", "results", "ratios", "dispatch_seconds", "cold_first_call"}
+    assert data["cold_first_call"] == []  # only with --cold
     operations = {(r["operation"], r["implementation"]) for r in data["results"]}
     assert ("mean", "numba-cpu") in operations and ("loss_and_grad", "numba-cpu") in operations
+    assert {("loss_and_grad", "numba-cpu out="), ("none", "numba-cpu out=")} <= operations
     assert all(r["seconds"] > 0 and r["n"] == 1000 for r in data["results"])
     assert {r["denominator"] for r in data["ratios"]} >= {"floor read 2", "numpy abs(x-y)"}
     try:
@@ -90,3 +92,13 @@ def test_layouts_smoke(tmp_path, capsys):
     assert not plot.exists()
     parts = {r["part"]: r["ns_per_element"] for r in data["substeps"]}
     assert len(parts) == 3 and all(value > 0 for value in parts.values())
+
+
+def test_cold_first_call_runs_in_a_fresh_process_with_an_empty_cache(monkeypatch):
+    from l1backends.bench import cpu
+
+    case = ("float32 mean", "x = np.ones(8, np.float32)", "l1.l1_loss(x, x)")
+    monkeypatch.setattr(cpu, "COLD_CASES", (case,))
+    (row,) = cpu.cold_starts()
+    assert row["case"] == "float32 mean" and row["call"] == "l1.l1_loss(x, x)"
+    assert 0 < row["seconds"] < 120

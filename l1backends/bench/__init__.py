@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     parser.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="also time first calls in fresh processes with an empty numba cache",
+    )
     return parser
 
 

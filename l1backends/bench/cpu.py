@@ -27,12 +27,28 @@ RATIOS = (
     ("mean", "jax.jit", "numba-cpu"),
     ("loss_and_grad", "numba-cpu", "floor read 2 write 1"),
     ("loss_and_grad", "numba-cpu", "floor read 2 write new"),
+    ("loss_and_grad", "numba-cpu out=", "floor read 2 write 1"),
+    ("loss_and_grad", "numpy", "numba-cpu"),
     ("loss_and_grad", "torch fwd+bwd", "numba-cpu"),
     ("loss_and_grad", "jax.value_and_grad", "numba-cpu"),
     ("none", "numba-cpu", "numpy abs(x-y)"),
     ("none", "numba-cpu", "floor read 2 write 1"),
     ("none", "numba-cpu", "floor read 2 write new"),
+    ("none", "numba-cpu out=", "floor read 2 write 1"),
 )
+# First calls in a fresh process with an empty numba cache: (label, setup, call) as code.
+COLD_CASES = (
+    ("float32 mean, contiguous", "x = np.ones(1000, np.float32); y = x[::-1].copy()",
+     "l1.l1_loss(x, y)"),
+    ("float16 mean, Fortran-ordered view", "x = np.ones((40, 25), np.float16).T; y = x + 1",
+     "l1.l1_loss(x, y)"),
+    ("complex64 loss_and_grad, strided", "x = np.ones(2000, np.complex64)[::2]; y = x * 2",
+     "l1.l1_loss_and_grad(x, y)"),
+    ("int16 input, float64 target, axis=0", "x = np.ones((30, 4), np.int16); y = np.zeros(4)",
+     "l1.l1_loss(x, y, axis=0, broadcast=True)"),
+    ("float64 weighted grad, big-endian", "x = np.ones(64, '>f8'); y = x[::-1].copy()",
+     "l1.l1_loss_grad(x, y, weight=np.ones(64))"),
+)  # fmt: skip
 
 
 class Progress:
@@ -127,6 +143,12 @@ def _implementations(x: np.ndarray, y: np.ndarray, peers: bool) -> list[tuple[st
 
     read_two, read_two_write_one, read_two_write_new = _floors()
     out = np.empty_like(x)
+    mine = np.empty_like(x)  # the buffer l1backends writes into, apart from the floor's
+
+    def numpy_loss_and_grad() -> tuple[Any, Any]:
+        difference = x - y
+        return np.mean(np.abs(difference)), np.sign(difference) / x.size
+
     calls: list[tuple[str, str, Callable]] = [
         ("mean", "floor read 2", lambda: read_two(x, y)),
         ("mean", "numba-cpu", lambda: l1.l1_loss(x, y)),
@@ -134,10 +156,13 @@ def _implementations(x: np.ndarray, y: np.ndarray, peers: bool) -> list[tuple[st
         ("none", "floor read 2 write 1", lambda: read_two_write_one(x, y, out)),
         ("none", "floor read 2 write new", lambda: read_two_write_new(x, y)),
         ("none", "numba-cpu", lambda: l1.l1_loss(x, y, "none")),
+        ("none", "numba-cpu out=", lambda: l1.l1_loss(x, y, "none", out=mine)),
         ("none", "numpy abs(x-y)", lambda: np.abs(x - y)),
         ("loss_and_grad", "floor read 2 write 1", lambda: read_two_write_one(x, y, out)),
         ("loss_and_grad", "floor read 2 write new", lambda: read_two_write_new(x, y)),
         ("loss_and_grad", "numba-cpu", lambda: l1.l1_loss_and_grad(x, y)),
+        ("loss_and_grad", "numba-cpu out=", lambda: l1.l1_loss_and_grad(x, y, out=mine)),
+        ("loss_and_grad", "numpy", numpy_loss_and_grad),
     ]
     if peers:
         calls += _torch_calls(x, y) + _jax_calls(x, y)
@@ -195,6 +220,31 @@ def _dispatch_overhead(repeat: int) -> float:
     arrays = (np.zeros(3), np.zeros(3))
     registry.select(arrays, None, "l1_loss")
     return best_time(lambda: registry.select(arrays, None, "l1_loss"), repeat)
+
+
+def cold_starts() -> list[dict[str, Any]]:
+    """Seconds to the first result of each of :data:`COLD_CASES`, each in a fresh process
+    with an empty numba cache (imports included), as a new user's first call takes."""
+    import subprocess
+    import tempfile
+
+    timings = []
+    for label, setup, call in COLD_CASES:
+        script = (
+            "import time; start = time.perf_counter(); import numpy as np, l1backends as l1; "
+            f"{setup}; {call}; print(time.perf_counter() - start)"
+        )
+        with tempfile.TemporaryDirectory() as cache:
+            environment = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            completed = subprocess.run(
+                [sys.executable, "-c", script],
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        timings.append({"case": label, "call": call, "seconds": float(completed.stdout)})
+    return timings
 
 
 def _table(results: list[dict[str, Any]], ratios: list[dict[str, Any]], dispatch: float) -> str:
@@ -285,6 +335,7 @@ def run(argv: list[str] | None = None) -> int:
         del x, y
     dispatch = _dispatch_overhead(options.repeat)
     progress.step("dispatch")
+    cold = cold_starts() if options.cold else []
 
     ratios = []
     times = {
@@ -300,11 +351,14 @@ def run(argv: list[str] | None = None) -> int:
                      "denominator": denominator, "value": top / bottom}
                 )  # fmt: skip
     print(_table(results, ratios, dispatch))
+    for row in cold:
+        print(f"cold first call, {row['case']:40} {row['seconds']:6.2f} s")
     report = {
         "machine": machine(),
         "results": results,
         "ratios": ratios,
         "dispatch_seconds": dispatch,
+        "cold_first_call": cold,
     }
     with open(options.json, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
