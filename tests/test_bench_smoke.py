@@ -51,16 +51,17 @@ def test_threshold_sweep_smoke(tmp_path, capsys):
     assert set(data) >= {"machine", "threads", "parallel_min", "results", "crossover"}
     assert {(r["operation"], r["n"]) for r in data["results"]} == {
         (operation, n)
-        for operation in ("mean", "none", "loss_and_grad", "mean step 2")
+        for operation in ("mean", "none", "loss_and_grad", "mean step 2", "none step 2")
         for n in (4096, 8192)
     }
     assert all(r["serial_seconds"] > 0 and r["parallel_seconds"] > 0 for r in data["results"])
     assert all(r["speedup"] == r["serial_seconds"] / r["parallel_seconds"] for r in data["results"])
-    assert set(data["crossover"]) == {"mean", "none", "loss_and_grad", "mean step 2"}
+    assert set(data["crossover"]) == {"mean", "none", "loss_and_grad", "mean step 2", "none step 2"}
     from l1backends._backends.numba_cpu import _backend, _general
 
     assert _general.PARALLEL_MIN == _backend.PARALLEL_MIN == data["parallel_min"]  # restored
     assert data["general_parallel_min"] == _general.GENERAL_PARALLEL_MIN
+    assert data["plain_parallel_min"] == _general.PLAIN_PARALLEL_MIN
 
 
 def test_threshold_crossover_is_where_the_threads_win_from_on():

@@ -1,13 +1,14 @@
 """The serial/parallel threshold sweep of the numba-CPU backend (``l1backends bench --threshold``).
 
-Below ``PARALLEL_MIN`` elements (``GENERAL_PARALLEL_MIN`` for the general kernel) a
-call runs in the calling thread alone; from it on, its chunks are spread over
-``numba.get_num_threads()`` threads.  This sweep
-lowers the threshold to 0 for its duration, so that every call asks numba for
-its thread count, and times float32 calls over sizes 2**12 to 2**22 (the flat
-kernels' mean, "none" and ``loss_and_grad``, and a stepped mean that the general
-kernel serves) with ``numba.set_num_threads(1)`` against all threads, the two
-alternated round-robin.  The crossover of an operation is the smallest size from which the
+Below ``PARALLEL_MIN`` elements (``GENERAL_PARALLEL_MIN`` for the general kernel,
+``PLAIN_PARALLEL_MIN`` for its plain passes) a call runs in the calling thread
+alone; from it on, its chunks are spread over ``numba.get_num_threads()``
+threads.  This sweep lowers the thresholds to 0 for its duration, so that every
+call asks numba for its thread count, and times float32 calls over sizes 2**12 to
+2**22 (the flat kernels' mean, "none" and ``loss_and_grad``, a stepped mean that
+the general kernel serves and a stepped "none" that its plain pass serves) with
+``numba.set_num_threads(1)`` against all threads, the two alternated
+round-robin.  The crossover of an operation is the smallest size from which the
 threads are faster at every size measured: the threshold that operation wants.
 Writes a table (stdout), a JSON file and a plot of the speed-up against size.
 """
@@ -27,8 +28,9 @@ from .cpu import Progress, machine
 
 __all__ = ["crossover", "run"]
 
-# The flat kernels' operations, and a stepped mean that the general kernel serves.
-OPERATIONS = ("mean", "none", "loss_and_grad", "mean step 2")
+# The flat kernels' operations, a stepped mean that the general kernel serves, and a
+# stepped "none" that the general kernel's plain pass serves.
+OPERATIONS = ("mean", "none", "loss_and_grad", "mean step 2", "none step 2")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,12 +56,13 @@ def _threshold(value: int) -> Iterator[None]:
     """Set the backend's thresholds (in every module that reads them) for a block."""
     from .._backends.numba_cpu import _backend, _general
 
-    saved = _general.PARALLEL_MIN, _general.GENERAL_PARALLEL_MIN
-    _general.PARALLEL_MIN = _backend.PARALLEL_MIN = _general.GENERAL_PARALLEL_MIN = value
+    saved = _general.PARALLEL_MIN, _general.GENERAL_PARALLEL_MIN, _general.PLAIN_PARALLEL_MIN
+    _general.PARALLEL_MIN = _backend.PARALLEL_MIN = value
+    _general.GENERAL_PARALLEL_MIN = _general.PLAIN_PARALLEL_MIN = value
     try:
         yield
     finally:
-        _general.PARALLEL_MIN, _general.GENERAL_PARALLEL_MIN = saved
+        _general.PARALLEL_MIN, _general.GENERAL_PARALLEL_MIN, _general.PLAIN_PARALLEL_MIN = saved
         _backend.PARALLEL_MIN = saved[0]
 
 
@@ -72,6 +75,7 @@ def _calls(x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], Any]]:
         "none": lambda: l1.l1_loss(x, y, "none"),
         "loss_and_grad": lambda: l1.l1_loss_and_grad(x, y),
         "mean step 2": lambda: l1.l1_loss(stepped_x, stepped_y),
+        "none step 2": lambda: l1.l1_loss(stepped_x, stepped_y, "none"),
     }
 
 
@@ -177,6 +181,7 @@ def run(argv: list[str] | None) -> int:
     from .._backends.numba_cpu import _general
 
     current, general = _general.PARALLEL_MIN, _general.GENERAL_PARALLEL_MIN
+    plain = _general.PLAIN_PARALLEL_MIN
     all_threads = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))  # set from the environment
     before = numba.get_num_threads()
     sizes = [2**k for k in options.exponents]
@@ -204,7 +209,8 @@ def run(argv: list[str] | None) -> int:
     print(_table(results, crossovers, all_threads))
     print(
         f"PARALLEL_MIN (flat kernels) is 2**{current.bit_length() - 1}, "
-        f"GENERAL_PARALLEL_MIN (general kernel) is 2**{general.bit_length() - 1}"
+        f"GENERAL_PARALLEL_MIN (general kernel) is 2**{general.bit_length() - 1}, "
+        f"PLAIN_PARALLEL_MIN (its plain passes) is 2**{plain.bit_length() - 1}"
     )
     report = {
         "machine": machine(),
@@ -212,6 +218,7 @@ def run(argv: list[str] | None) -> int:
         "threads": all_threads,
         "parallel_min": current,
         "general_parallel_min": general,
+        "plain_parallel_min": plain,
         "results": results,
         "crossover": crossovers,
     }

@@ -45,6 +45,7 @@ PATHS = KernelPaths(
         "sum-back",
         "weight-sum",
         "overflow-rescale",
+        "plain-pass",
     }
 )
 

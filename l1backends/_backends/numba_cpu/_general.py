@@ -24,16 +24,18 @@ from typing import Any
 import numpy as np
 
 from ..._typing import Array
-from ...semantics import Finish, Plan
+from ...semantics import Finish, GradScale, Plan
 from .._iteration import reduced_axis_strides
 from .._paths import KernelPaths
 from . import _kernels as kern
-from ._operands import Space, mode, space_records, splits_rows
+from ._operands import Record, Space, mode, space_records, splits_rows
+from ._scalars import C64, C128, F32, F64
 from ._threads import run_tasks
 
 __all__ = [
     "GENERAL_PARALLEL_MIN",
     "PARALLEL_MIN",
+    "PLAIN_PARALLEL_MIN",
     "Settings",
     "empty_loss",
     "general_call",
@@ -43,15 +45,19 @@ __all__ = [
 
 # Operand positions in the kernel's records: reads x, y, w, s, sw; writes out, gr, row.
 X, Y, W, S, SW, OUT, GR, ROW = range(8)
+_COMPLEX_PARTS = {C64: F32, C128: F64}
 #: Elements below which a flat-kernel launch runs in the calling thread alone.  The flat
 #: kernels are memory-bound: ``l1backends bench --threshold`` found two threads slower than
 #: one below 2**19 to 2**20 elements on the 2-core VM (handing chunks to the pool costs
 #: 20-100 us there), and no faster at any size when the second core brought no bandwidth.
 PARALLEL_MIN = 1 << 20
-#: The same for the general kernel, which is compute-bound (about 100 ns per element in
-#: that sweep): threads pay from its first split into chunks.  Measure both again when a
+#: The same for the general kernel, which is compute-bound (about 10 ns per element in
+#: that sweep): threads pay from its first split into chunks.  Measure these again when a
 #: kernel changes.
 GENERAL_PARALLEL_MIN = 1 << 15
+#: The same for the general kernel's plain passes (:func:`plain_storage`), memory-bound at
+#: about 1 ns per element: two threads were slower below 2**18 elements.
+PLAIN_PARALLEL_MIN = 1 << 18
 
 
 def threads_for(size: int, minimum: int | None = None) -> int:
@@ -150,13 +156,17 @@ def _launch(
     layout = space.layout()
     ntasks = layout[2] * layout[3]
     partials = np.empty((ntasks if layout[3] > 1 else 0, 4))
-    threads = threads_for(space.rows * space.count, GENERAL_PARALLEL_MIN)
+    plain = plain_storage(records, settings)
+    minimum = PLAIN_PARALLEL_MIN if plain else GENERAL_PARALLEL_MIN
+    threads = threads_for(space.rows * space.count, minimum)
     if paths is not None:
         paths.visit("row-chunks" if layout[3] > 1 or space.rows == 1 else "row-blocks")
         paths.visit("general-parallel" if threads > 1 else "general-serial")
+        if plain:
+            paths.visit("plain-pass")
     reads = tuple(records[:5])
     writes = tuple(records[5:])
-    values = settings.tuple()
+    values = (*settings.tuple(), plain)
     run_tasks(
         ntasks, threads, kern.general_tasks,
         space.shape, space.nkept, space.strides, reads, writes, values, layout, partials, words,
@@ -166,6 +176,35 @@ def _launch(
         kern.general_combine(
             space.shape, space.nkept, space.strides, records[ROW], values, layout, partials, words
         )
+
+
+def plain_storage(records: list[Record | None], settings: Settings) -> int:
+    """The inputs' storage (F32, F64, C64 or C128) when a pass is plain, else 0.
+
+    A plain pass writes ``|x - y|`` and/or (real data) ``sign(x - y) · g``
+    elementwise, sums nothing, has no weight, and every operand is native and
+    exact, the inputs of one storage and the outputs of its real dtype.  One
+    rounding of ``x - y`` (computed in float64) to float32 or float64 is then the
+    correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding a
+    float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
+    exact: the kernel needs no double words and reads typed values.  A complex
+    modulus is ``hypot`` of the parts' differences, as the general element computes it.
+    """
+    summing = kern.ACC_LOSS | kern.ACC_GRAD | kern.ACC_WEIGHT
+    if settings.flags & summing or settings.x_scale != 1.0:
+        return 0
+    x, y, w, s, sw, out, gr, row = records
+    if x is None or y is None or w is not None or sw is not None or row is not None:
+        return 0
+    storage = x[1]
+    real = _COMPLEX_PARTS.get(storage, storage)
+    if real not in (F32, F64) or y[1] != storage or (out is not None and out[1] != real):
+        return 0
+    if gr is not None:
+        plain_gradient = settings.plan.grad_scale is GradScale.PLAIN and real == storage
+        if not (plain_gradient and gr[1] == storage and s is not None and s[1] == storage):
+            return 0
+    return storage
 
 
 def _row_strides(plan: Plan, array: np.ndarray) -> tuple[int, ...]:

@@ -41,7 +41,6 @@ from ._cache import cached_kernel
 from ._scalars import (
     C64,
     C128,
-    F32,
     F64,
     JIT,
     ROUND_F32,
@@ -265,48 +264,14 @@ def _element(reads, writes, offsets, settings, row_scale):
 
 
 @njit(**JIT)
-def _mode_or(record, default):
-    if record is None:
-        return default
-    return record[_MODE]
-
-
-@njit(**JIT)
-def _plain_storage(reads, writes, settings):
-    """The inputs' storage (F32, F64, C64 or C128) when a pass is plain, else 0.
-
-    A plain pass writes ``|x - y|`` and/or (real data) ``sign(x - y) · g``
-    elementwise, sums nothing, has no weight, and every operand is native and
-    exact, the inputs of one storage and the outputs of its real dtype.  One
-    rounding of ``x - y`` (computed in float64) to float32 or float64 is then the
-    correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding a
-    float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
-    exact: no double words are needed, and the loop reads typed values.  A complex
-    modulus is ``hypot`` of the parts' differences, as in :func:`_element`.
-    """
-    flags = settings[0]
-    if flags & (ACC_LOSS | ACC_GRAD | ACC_WEIGHT) or settings[3] != 1.0:
-        return _ZERO
-    x, y, w, s, sw = reads
-    out, gr, row_out = writes
-    storage = _mode_or(x, _ZERO)
-    real = F32 if storage == C64 else F64 if storage == C128 else storage
-    if real != F32 and real != F64:
-        return _ZERO
-    if _mode_or(w, _ZERO) or _mode_or(sw, _ZERO) or _mode_or(row_out, _ZERO):
-        return _ZERO
-    same = _mode_or(y, _ZERO) == storage and _mode_or(out, real) == real
-    if _mode_or(gr, _ZERO):
-        same = same and real == storage and settings[7] == _PLAIN
-        same = same and _mode_or(gr, _ZERO) == storage and _mode_or(s, _ZERO) == storage
-    return storage if same else _ZERO
-
-
-@njit(**JIT)
 def _plain_run(reads, writes, offsets, steps, run, storage, imaginary):
-    """Elements ``0 .. run - 1`` of a plain pass (see :func:`_plain_storage`).
+    """Elements ``0 .. run - 1`` of a plain pass over inputs of ``storage``.
 
-    ``imaginary`` is the byte offset of a complex value's imaginary part.
+    A plain pass (chosen by the host, see ``_general.plain_storage``) writes
+    ``|x - y|`` and/or ``sign(x - y) · g`` elementwise over native operands whose
+    values need no double words: each result is one rounding of a float64
+    computation, read and written as typed values.  ``imaginary`` is the byte
+    offset of a complex value's imaginary part.
     """
     x, y, s = reads[0], reads[1], reads[3]
     out, gr = writes[0], writes[1]
@@ -408,7 +373,7 @@ def _row_elements(
     start, stop = span
     compensate = (settings[0] & COMPENSATE) != 0
     summing = (settings[0] & (ACC_LOSS | ACC_GRAD | ACC_WEIGHT)) != 0
-    plain = _plain_storage(reads, writes, settings)
+    plain = settings[8]
     acc = (0.0, 0.0, 0.0, 0.0)
     steps = _column(strides, last)
     offsets = row_offsets
@@ -424,12 +389,12 @@ def _row_elements(
     done = start
     while done < stop:
         run = min(shape[last] - position[last], stop - done)
-        if plain:
-            _plain_run(reads, writes, offsets, steps, run, plain, settings[6])
-        elif summing:
+        if summing:  # first: a Σw sweep inherits the settings of its (never plain) pass
             for i in range(run):
                 terms = _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
                 acc = _add(acc, terms, compensate)
+        elif plain:
+            _plain_run(reads, writes, offsets, steps, run, plain, settings[6])
         else:  # elementwise outputs only: no chain of additions to wait on
             for i in range(run):
                 _element(reads, writes, _ahead(offsets, steps, i), settings, row_scale)
@@ -580,7 +545,7 @@ def general_tasks(
     ``strides`` (8, dimensions) holds each operand's byte strides, in the order of
     ``reads`` (x, y, w, s, sw) then ``writes`` (out, gr, row).
     ``settings`` is ``(flags, finish, count, x_scale, w_scale, out_scale, imag_offset,
-    grad_scale)``;
+    grad_scale, plain)``, ``plain`` the inputs' storage in a plain pass, else 0;
     ``layout`` is ``(rows, count, nblocks, nchunks, chunk)``; ``partials`` (tasks, 4)
     receives each task's double words when rows are split into chunks; ``words`` (rows,
     4) receives each row's unrounded double words, or is None.
