@@ -56,8 +56,8 @@ PARALLEL_MIN = 1 << 20
 #: kernel changes.
 GENERAL_PARALLEL_MIN = 1 << 15
 #: The same for the general kernel's plain passes (:func:`plain_storage`), memory-bound at
-#: about 1 ns per element: two threads were slower below 2**18 elements.
-PLAIN_PARALLEL_MIN = 1 << 18
+#: about 1-2 ns per element: two threads were slower below 2**19 elements.
+PLAIN_PARALLEL_MIN = 1 << 19
 
 
 def threads_for(size: int, minimum: int | None = None) -> int:
@@ -181,24 +181,28 @@ def _launch(
 def plain_storage(records: list[Record | None], settings: Settings) -> int:
     """The inputs' storage (F32, F64, C64 or C128) when a pass is plain, else 0.
 
-    A plain pass writes ``|x - y|`` and/or (real data) ``sign(x - y) · g``
-    elementwise, sums nothing, has no weight, and every operand is native and
-    exact, the inputs of one storage and the outputs of its real dtype.  One
-    rounding of ``x - y`` (computed in float64) to float32 or float64 is then the
-    correctly rounded result (float64 has more than 2·24 + 2 bits, so rounding a
-    float32 difference twice cannot land on a float32 tie), and ``sign · g`` is
-    exact: the kernel needs no double words and reads typed values.  A complex
-    modulus is ``hypot`` of the parts' differences, as the general element computes it.
+    A plain pass writes ``|x - y|`` and/or (real data) ``sign(x - y) · g``, or
+    (real data) the loss ``w·|x - y|`` alone, elementwise; it sums nothing, and
+    every operand is native and exact, the inputs of one storage and the other
+    operands of its real dtype.  One rounding of ``x - y`` (computed in float64)
+    to float32 or float64 is then the correctly rounded result (float64 has more
+    than 2·24 + 2 bits, so rounding a float32 difference twice cannot land on a
+    float32 tie), and ``sign · g`` is exact; a weighted term is the general
+    element's double word, rounded once.  The kernel reads typed values.  A
+    complex modulus is ``hypot`` of the parts' differences, as the general
+    element computes it.
     """
     summing = kern.ACC_LOSS | kern.ACC_GRAD | kern.ACC_WEIGHT
-    if settings.flags & summing or settings.x_scale != 1.0:
+    if settings.flags & summing or settings.x_scale != 1.0 or settings.w_scale != 1.0:
         return 0
     x, y, w, s, sw, out, gr, row = records
-    if x is None or y is None or w is not None or sw is not None or row is not None:
+    if x is None or y is None or sw is not None or row is not None:
         return 0
     storage = x[1]
     real = _COMPLEX_PARTS.get(storage, storage)
     if real not in (F32, F64) or y[1] != storage or (out is not None and out[1] != real):
+        return 0
+    if w is not None and (real != storage or w[1] != storage or gr is not None or out is None):
         return 0
     if gr is not None:
         plain_gradient = settings.plan.grad_scale is GradScale.PLAIN and real == storage

@@ -268,14 +268,17 @@ def _plain_run(reads, writes, offsets, steps, run, storage, imaginary):
     """Elements ``0 .. run - 1`` of a plain pass over inputs of ``storage``.
 
     A plain pass (chosen by the host, see ``_general.plain_storage``) writes
-    ``|x - y|`` and/or ``sign(x - y) · g`` elementwise over native operands whose
-    values need no double words: each result is one rounding of a float64
-    computation, read and written as typed values.  ``imaginary`` is the byte
-    offset of a complex value's imaginary part.
+    ``|x - y|``, ``w·|x - y|`` or ``sign(x - y) · g`` elementwise over native
+    operands of one storage, read and written as typed values: each result is
+    one rounding of a float64 computation, or (weighted) of the same double
+    word the general element forms.  ``imaginary`` is the byte offset of a
+    complex value's imaginary part.
     """
-    x, y, s = reads[0], reads[1], reads[3]
+    x, y, w, s = reads[0], reads[1], reads[2], reads[3]
     out, gr = writes[0], writes[1]
     wide = storage in (F64, C128)
+    if _weighted_run(x, y, w, out, offsets, steps, run, wide):
+        return
     if storage in (C64, C128):
         for i in range(run):
             at = _ahead(offsets, steps, i)
@@ -288,6 +291,25 @@ def _plain_run(reads, writes, offsets, steps, run, storage, imaginary):
         difference = _plain_read(x, at[0], wide) - _plain_read(y, at[1], wide)
         _plain_write(out, at[5], abs(difference), wide)
         _plain_gradient(s, gr, at[3], at[6], difference, wide)
+
+
+@njit(**JIT)
+def _weighted_run(x, y, w, out, offsets, steps, run, wide):
+    """A weighted plain loss run (False, doing nothing, without a weight)."""
+    if x is None or y is None or w is None or out is None:
+        return False
+    rounding = _TO_F64 if wide else _TO_F32
+    for i in range(run):
+        at = _ahead(offsets, steps, i)
+        xv, yv = load_native(x[_ADDRESS], at[0], wide), load_native(y[_ADDRESS], at[1], wide)
+        re, error = two_sum(xv, -yv)
+        high, low = abs(re), (error if re >= 0.0 else -error)
+        wv = load_native(w[_ADDRESS], at[2], wide)
+        if wv != 1.0:  # as _element: the product kept as a double word, rounded once
+            product, product_error = two_product(high, wv)
+            high, low = product, product_error + low * wv
+        store_native(out[_ADDRESS], at[5], round_dd(high, low, rounding), wide)
+    return True
 
 
 @njit(**JIT)
