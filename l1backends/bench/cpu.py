@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Progress", "best_time", "best_times", "machine", "run"]
+__all__ = ["Progress", "best_time", "best_times", "machine", "run", "write_report"]
 
 # (operation, implementation) pairs whose ratios the table reports: numerator, denominator.
 RATIOS = (
@@ -309,6 +309,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_report(report: dict[str, Any], options: Any, draw: Callable[[], bool]) -> None:
+    """Write ``report`` to ``options.json`` and, unless ``options.no_plot``, ``draw`` the plot
+    into ``options.plot`` (``draw`` says whether matplotlib was there to draw it)."""
+    with open(options.json, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    if not options.no_plot and draw():
+        print(f"plot written to {options.plot}")
+    print(f"results written to {options.json}")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CPU benchmark; see ``l1backends.bench.build_parser`` for the options."""
     from . import build_parser
@@ -360,9 +370,5 @@ def run(argv: list[str] | None = None) -> int:
         "dispatch_seconds": dispatch,
         "cold_first_call": cold,
     }
-    with open(options.json, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if not options.no_plot and _plot(results, options.plot):
-        print(f"plot written to {options.plot}")
-    print(f"results written to {options.json}")
+    write_report(report, options, lambda: _plot(results, options.plot))
     return 0

@@ -18,7 +18,6 @@ throughput against size, like the CPU mode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import Progress, _plot, _seconds
+from .cpu import Progress, _plot, _seconds, write_report
 
 __all__ = ["TARGETS", "run"]
 
@@ -258,9 +257,5 @@ def run(argv: list[str] | None) -> int:
         except ImportError:
             machine[library] = None
     report = {"machine": machine, "results": results, "ratios": ratios, "absolute": absolute}
-    with open(options.json, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if not options.no_plot and _plot(results, options.plot):
-        print(f"plot written to {options.plot}")
-    print(f"results written to {options.json}")
+    write_report(report, options, lambda: _plot(results, options.plot))
     return 0

@@ -13,14 +13,13 @@ in isolation, to show where a slow path spends its time.  Writes a table
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .cpu import Progress, best_times, machine
+from .cpu import Progress, best_times, machine, write_report
 
 __all__ = ["TARGET_RATIO", "Layout", "layouts", "run"]
 
@@ -248,9 +247,5 @@ def run(argv: list[str] | None) -> int:
         "results": results,
         "substeps": substeps,
     }
-    with open(options.json, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if not options.no_plot and _plot(results, options.plot):
-        print(f"plot written to {options.plot}")
-    print(f"results written to {options.json}")
+    write_report(report, options, lambda: _plot(results, options.plot))
     return 0

@@ -16,7 +16,6 @@ Writes a table (stdout), a JSON file and a plot of the speed-up against size.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .cpu import Progress, machine
+from .cpu import Progress, machine, write_report
 
 __all__ = ["crossover", "run"]
 
@@ -222,9 +221,5 @@ def run(argv: list[str] | None) -> int:
         "results": results,
         "crossover": crossovers,
     }
-    with open(options.json, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    if not options.no_plot and _plot(results, current, options.plot):
-        print(f"plot written to {options.plot}")
-    print(f"results written to {options.json}")
+    write_report(report, options, lambda: _plot(results, current, options.plot))
     return 0
