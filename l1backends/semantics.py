@@ -336,6 +336,11 @@ class Plan:
         return self.finish is Finish.NONE
 
     @property
+    def averages(self) -> bool:
+        """Whether the loss is a mean (by the count, or by Σw when weighted)."""
+        return self.finish in (Finish.MEAN_BY_COUNT, Finish.MEAN_BY_WEIGHT)
+
+    @property
     def grad_scale(self) -> GradScale:
         """What the gradient's ``sign(d)`` is scaled by, besides ``grad_output`` and the weight."""
         if self.finish is Finish.MEAN_BY_COUNT:

@@ -242,7 +242,7 @@ class _Call:
         ``sign * scale`` is then exact, since the sign is ±1, 0 or NaN.
         """
         plan, xp = self.plan, self.xp
-        mean = plan.reduction == "mean"
+        mean = plan.averages
         real = plan.result_dtype
         if grad_output is None or not hasattr(grad_output, "shape"):
             g = 1.0 if grad_output is None else self.number(grad_output)
@@ -270,7 +270,7 @@ class _Call:
         # The scale is g * (w / Σw): dividing the weight first keeps a tiny weight from
         # underflowing in g * w before the division brings it back to scale.
         weights = None if weight is None else self.weight(weight)
-        if plan.reduction == "mean":
+        if plan.averages:
             if weights is None:
                 weights = self.full(1.0 / plan.count if plan.count else math.nan)
             else:  # the callers pass Σw for a weighted mean
@@ -323,7 +323,7 @@ class ArrayAPIBackend:
         with np.errstate(all="ignore"):
             call = _Call(plan, input, target)
             weight_sum = None
-            if plan.reduction == "mean" and weight is not None:
+            if plan.averages and weight is not None:
                 weight_sum = self._weight_sum(call, weight)
             return self._grad(call, input, target, weight, grad_output, weight_sum)
 
@@ -378,11 +378,11 @@ class ArrayAPIBackend:
         terms = call.wide_magnitudes(input, target)
         if weight is not None:
             terms = call.multiply(terms, call.to_acc(weight, plan.result_dtype))
-        if plan.reduction == "none":
+        if plan.elementwise:
             return call.finish(terms, plan.result_dtype), None
         total = call.wide_sum(terms)
         weight_sum = None
-        if plan.reduction == "mean":
+        if plan.averages:
             if weight is None:
                 total = total / call.full(float(plan.count))
             else:
@@ -399,10 +399,10 @@ class ArrayAPIBackend:
         if weight is not None:
             w = call.weight(weight)
             high, low = high * w, low * w
-        if plan.reduction == "none":
+        if plan.elementwise:
             return call.finish(dd_value(xp, high, low), plan.result_dtype), None
         total_high, total_low = call.reduce(high, low)
-        if plan.reduction == "sum":
+        if not plan.averages:
             value = dd_value(xp, total_high, total_low)
         elif weight is None:
             value = dd_divide(xp, total_high, total_low, *call.count_word(), call.acc_name)

@@ -116,12 +116,12 @@ def _eager(plan: Plan, operation: str, input: Any, target: Any, weight: Any, gra
     device = _device(input)
     platform = None if device is None else device.platform
     if platform == "cpu":
-        if (operation == "loss" and plan.reduction != "none") or plan.size < XLA_OUTPUT_MIN:
+        if (operation == "loss" and not plan.elementwise) or plan.size < XLA_OUTPUT_MIN:
             return _native(plan, operation, _host_view, input, target, weight, grad, device)
         # A fresh full-size result would be copied into a JAX buffer (XLA adopts only
         # 64-byte-aligned host memory), and the first touch of that buffer costs more
         # than XLA writing it: one fused XLA loop makes it instead.
-        if operation == "loss_and_grad" and plan.reduction != "none":
+        if operation == "loss_and_grad" and not plan.elementwise:
             loss = _native(plan, "loss", _host_view, input, target, weight, None, device)
             return loss, _jitted(plan, "grad", weight is not None, grad)(
                 input, target, weight, grad
@@ -198,7 +198,7 @@ def _native_pays(plan: Plan) -> bool:
     """Whether a traced reduction runs natively on the CPU: large enough, and the FFI is there."""
     wide = accumulate_dtype(jnp) == "float64" and plan.result_dtype != "float64"
     threshold = FFI_MIN if wide else FFI_MIN_NARROW
-    return plan.reduction != "none" and plan.size >= threshold and _ffi.register()
+    return not plan.elementwise and plan.size >= threshold and _ffi.register()
 
 
 def _value(plan: Plan, input: Any, target: Any, weight: Any) -> Any:
@@ -227,7 +227,7 @@ def _fuses(plan: Plan, input: Any, weight: Any) -> bool:
     dtype = plan.compute_dtype
     if dtype not in FLOAT_DTYPES or dtype_name(input.dtype) != dtype:
         return False
-    if plan.reduction == "mean" and plan.count * float(np.finfo(dtype).tiny) > 1:
+    if plan.averages and plan.count * float(np.finfo(dtype).tiny) > 1:
         return False
     return _native_pays(plan)
 
@@ -368,10 +368,10 @@ def _weighted_loss(plan: Plan, input: Any, target: Any) -> Any:
     def weighted(w: Any) -> Any:
         cast = w.astype(terms.dtype)
         value = terms * cast
-        if plan.reduction == "none" or not axes:
+        if plan.elementwise or not axes:
             return value
         total = jnp.sum(value, axis=axes)
-        if plan.reduction == "mean":
+        if plan.averages:
             total = total / jnp.sum(jnp.broadcast_to(cast, plan.shape), axis=axes)
         return total
 

@@ -239,7 +239,7 @@ def _input_gradient(
 ) -> torch.Tensor:
     """The gradient with respect to input for this ``grad_output``, rounded once."""
     if unit is not None:
-        if plan.reduction == "none" and not plan.is_complex and not plan.input_broadcast:
+        if plan.elementwise and not plan.is_complex and not plan.input_broadcast:
             # unit is sign * weight, exactly; one multiplication rounds g * weight once.
             return torch.mul(unit, grad_output)
         if _is_one(grad_output):
@@ -279,9 +279,9 @@ def _weight_gradient(
         w = weight.detach().requires_grad_()
         cast = w.to(terms.dtype)
         value = terms * cast
-        if plan.reduction != "none" and dims:
+        if not plan.elementwise and dims:
             value = value.sum(dim=dims)
-            if plan.reduction == "mean":
+            if plan.averages:
                 value = value / cast.expand(plan.shape).sum(dim=dims)
         (gradient,) = torch.autograd.grad(value, w, grad_output.expand(value.shape))
     return gradient

@@ -79,7 +79,7 @@ def _loss_shape(
 ) -> list[Any]:
     """The loss's shape in the inputs' (possibly symbolic) sizes."""
     shape = list(torch.broadcast_shapes(input.shape, target.shape)) if broadcast else input.shape
-    if plan.reduction == "none":
+    if plan.elementwise:
         return list(shape)
     return [shape[ax] for ax in plan.kept_axes]
 
