@@ -283,7 +283,8 @@ def _check_out(out: Any, plan: Plan, operation: str, arrays: tuple[Any, ...]) ->
             "out must be an array of the inputs' library, on their device"
         )
     out = _admit(out, "out")
-    _check_devices((input, out))
+    if _family(type(input)) != "numpy":  # NumPy arrays all live in host memory
+        _check_devices((input, out))
     check_out(plan, operation, _shape(out, "out"), dtype_name(out.dtype))
     flags = getattr(out, "flags", None)
     if flags is not None and not getattr(flags, "writeable", True):
@@ -340,7 +341,6 @@ def _prepare(
     if (
         weight is None
         and grad_output is None
-        and out is None
         and forced is None
         and type(broadcast) is bool
         and (axis is None or type(axis) is int)
@@ -359,6 +359,7 @@ def _prepare(
                 reduction,
                 axis,
                 broadcast,
+                out is not None,  # the plan says whether the call writes into out=
             )
             if type(input) is not _ndarray:
                 key += (_device_key(input), _device_key(target))
@@ -372,6 +373,8 @@ def _prepare(
             implementation, plan = hit
             if _dispatch_logger.isEnabledFor(logging.DEBUG):
                 registry.select((input, target), None, operation, plan)  # logs the decision
+            if out is not None:  # the buffer itself is checked on every call
+                _check_out(out, plan, operation, (input, target, None))
             return implementation, plan, input, target, None, None
 
     if weight is not None:

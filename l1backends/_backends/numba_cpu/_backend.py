@@ -14,6 +14,7 @@ the output or O(chunks).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from fractions import Fraction
@@ -142,6 +143,7 @@ def _rounded(value: Fraction, dtype: str) -> float:
     return single
 
 
+@functools.lru_cache(maxsize=1024)  # exact fractions cost microseconds; loops repeat plans
 def _flat_scale(plan: Plan, g: float) -> float:
     """The flat gradient's |element|: g, or g / count rounded once to the compute dtype."""
     if plan.grad_scale is GradScale.PLAIN or not plan.count:
@@ -185,10 +187,10 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> Array:
         """Return the loss described by ``plan`` (written into ``out`` when given)."""
-        if weight is None and out is None:  # small calls: one lookup, then the kernel
+        if weight is None and _fits_flat(out, input):  # small calls: a lookup, then the kernel
             prepared = self._prepared.get(_prepared_key(_LOSS, plan, input, target))
             if prepared is not None:
-                return prepared(input, target)[0]
+                return prepared(input, target, out)[0]
         return self._run(plan, input, target, weight, None, _LOSS, out)[0]
 
     def grad(
@@ -201,10 +203,10 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> Array:
         """Return the subgradient with respect to ``input`` (written into ``out`` when given)."""
-        if weight is None and grad_output is None and out is None:
+        if weight is None and grad_output is None and _fits_flat(out, input):
             prepared = self._prepared.get(_prepared_key(_GRAD, plan, input, target))
             if prepared is not None:
-                return prepared(input, target)[1]
+                return prepared(input, target, out)[1]
         return self._run(plan, input, target, weight, grad_output, _GRAD, out)[1]
 
     def loss_and_grad(
@@ -217,10 +219,10 @@ class NumbaCPUBackend:
         out: Array | None = None,
     ) -> tuple[Array, Array]:
         """Return ``(loss, grad)`` from one pass over input and target (grad into ``out``)."""
-        if weight is None and grad_output is None and out is None:
+        if weight is None and grad_output is None and _fits_flat(out, input):
             prepared = self._prepared.get(_prepared_key(_BOTH, plan, input, target))
             if prepared is not None:
-                return prepared(input, target)
+                return prepared(input, target, out)
         return self._run(plan, input, target, weight, grad_output, _BOTH, out)
 
     def partials(
@@ -292,7 +294,7 @@ class NumbaCPUBackend:
         out: np.ndarray | None,
     ) -> tuple[Any, Any]:
         want_loss, want_grad = want
-        if plan.size < PARALLEL_MIN and grad_output is None and out is None:
+        if plan.size < PARALLEL_MIN and grad_output is None:
             key = _prepared_key(want, plan, input, target)
             prepared = self._prepared.get(key)
             if prepared is None:
@@ -300,7 +302,7 @@ class NumbaCPUBackend:
                     self._prepared.clear()
                 prepared = _Prepared(plan, input, want, self.checked_loss)
                 self._prepared[key] = prepared
-            return prepared(input, target)
+            return prepared(input, target, out)
         PATHS.visit("flat-parallel" if threads_for(plan.size) > 1 else "flat-serial")
         result, order = plan.result_dtype, _order(input)
         gradient = None
@@ -367,15 +369,22 @@ class _Prepared:
         self.layout = (*chunking(plan.size), int(finish))
         self.tasks: Any = None  # flat_tasks' compiled entry point, after the first call
 
-    def __call__(self, input: np.ndarray, target: np.ndarray) -> tuple[Any, Any]:
+    def __call__(
+        self, input: np.ndarray, target: np.ndarray, into: np.ndarray | None = None
+    ) -> tuple[Any, Any]:
+        """``(loss, gradient)``; ``into`` (an ``out=`` buffer that fits the flat kernels)
+        receives the gradient when one is wanted, else the "none" loss."""
         PATHS.visit("prepared")
         plan = self.plan
         gradient = None
         if self.want_grad:
-            gradient = np.empty(plan.shape, self.compute, order=self.order)
+            gradient = (
+                into if into is not None else np.empty(plan.shape, self.compute, order=self.order)
+            )
         out = None
         if self.want_loss and plan.elementwise:
-            out = np.empty(plan.shape, self.result, order=self.order)
+            fresh = into is None or self.want_grad
+            out = np.empty(plan.shape, self.result, order=self.order) if fresh else into
         if plan.size == 0:
             return (out if plan.elementwise or not self.want_loss else empty_loss(plan)), gradient
         args = (
