@@ -144,3 +144,28 @@ def test_mypy_is_clean() -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The CUDA kernels launched from the host, whose arguments are the launch's buffers.
+CUDA_ENTRY_POINTS = {
+    ("numba_cuda/_kernels.py", "dense_pass"),
+    ("numba_cuda/_kernels.py", "strided_pass"),
+}
+
+
+def test_backend_functions_take_at_most_ten_parameters() -> None:
+    """Arguments travel as a few records and tuples, not as dozens of loose names: at most
+    10 parameters per function in the backends, 16 for a CUDA kernel's entry point."""
+    backends = PACKAGE / "_backends"
+    too_many = []
+    for path in sorted(backends.rglob("*.py")):
+        where = path.relative_to(backends).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            arguments = node.args
+            count = len(arguments.posonlyargs) + len(arguments.args) + len(arguments.kwonlyargs)
+            limit = 16 if (where, node.name) in CUDA_ENTRY_POINTS else 10
+            if count > limit:
+                too_many.append(f"{where}:{node.lineno} {node.name} takes {count} (> {limit})")
+    assert not too_many, "\n".join(too_many)

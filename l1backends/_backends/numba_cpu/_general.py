@@ -169,12 +169,12 @@ def _launch(
     values = (*settings.tuple(), plain)
     run_tasks(
         ntasks, threads, kern.general_tasks,
-        space.shape, space.nkept, space.strides, reads, writes, values, layout, partials, words,
+        space.shape, space.strides, reads, writes, values, layout, partials, words,
     )  # fmt: skip
     if layout[3] > 1 and (records[ROW] is not None or words is not None):
         # Rows split into chunks, and sums wanted: combine the partials in a fixed order.
         kern.general_combine(
-            space.shape, space.nkept, space.strides, records[ROW], values, layout, partials, words
+            space.shape, space.strides, records[ROW], values, layout, partials, words
         )
 
 

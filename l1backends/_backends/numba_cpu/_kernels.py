@@ -519,9 +519,9 @@ def _row_offset(strides, shape, nkept, row):
 
 
 @njit(**JIT)
-def _general_task(task, shape, nkept, strides, reads, writes, settings, layout, partials, words):
+def _general_task(task, shape, strides, reads, writes, settings, layout, partials, words):
     """Task ``task``: rows of one block, elements of one chunk of each (see the module doc)."""
-    rows, count, nblocks, nchunks, chunk = layout
+    rows, count, nblocks, nchunks, chunk, nkept = layout
     block, part = task // nchunks, task % nchunks
     first, last = block * rows // nblocks, (block + 1) * rows // nblocks
     span = (part * chunk, min(count, (part + 1) * chunk))
@@ -559,27 +559,26 @@ def _general_task(task, shape, nkept, strides, reads, writes, settings, layout, 
 
 
 @cached_kernel(**JIT)
-def general_tasks(
-    first, last, shape, nkept, strides, reads, writes, settings, layout, partials, words
-):
+def general_tasks(first, last, shape, strides, reads, writes, settings, layout, partials, words):
     """Run tasks ``first .. last - 1`` of the general kernel (see the module doc).
 
     ``strides`` (8, dimensions) holds each operand's byte strides, in the order of
     ``reads`` (x, y, w, s, sw) then ``writes`` (out, gr, row).
     ``settings`` is ``(flags, finish, count, x_scale, w_scale, out_scale, imag_offset,
     grad_scale, plain)``, ``plain`` the inputs' storage in a plain pass, else 0;
-    ``layout`` is ``(rows, count, nblocks, nchunks, chunk)``; ``partials`` (tasks, 4)
+    ``layout`` is ``(rows, count, nblocks, nchunks, chunk, nkept)``, ``shape`` holding
+    ``nkept`` kept dimensions then the reduced ones; ``partials`` (tasks, 4)
     receives each task's double words when rows are split into chunks; ``words`` (rows,
     4) receives each row's unrounded double words, or is None.
     """
     for task in range(first, last):
-        _general_task(task, shape, nkept, strides, reads, writes, settings, layout, partials, words)
+        _general_task(task, shape, strides, reads, writes, settings, layout, partials, words)
 
 
 @cached_kernel(**JIT)
-def general_combine(shape, nkept, strides, row_out, settings, layout, partials, words):
+def general_combine(shape, strides, row_out, settings, layout, partials, words):
     """Combine each row's chunk partials in a fixed order and finish the row into ``row_out``."""
-    rows, nchunks = layout[0], layout[3]
+    rows, nchunks, nkept = layout[0], layout[3], layout[5]
     for row in range(rows):
         acc = (0.0, 0.0, 0.0, 0.0)
         for part in range(nchunks):

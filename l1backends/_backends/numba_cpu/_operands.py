@@ -92,13 +92,13 @@ class Space:
     rows: int
     count: int
 
-    def layout(self) -> tuple[int, int, int, int, int]:
-        """``(rows, count, nblocks, nchunks, chunk)``: tasks depend on the sizes alone."""
+    def layout(self) -> tuple[int, int, int, int, int, int]:
+        """``(rows, count, nblocks, nchunks, chunk, nkept)``: tasks depend on the sizes alone."""
         if not splits_rows(self.rows, self.count):
             blocks = min(self.rows, MAX_ROW_BLOCKS)
-            return self.rows, self.count, blocks, 1, max(self.count, 1)
+            return self.rows, self.count, blocks, 1, max(self.count, 1), self.nkept
         nchunks, chunk = chunking(self.count)
-        return self.rows, self.count, self.rows, nchunks, chunk
+        return self.rows, self.count, self.rows, nchunks, chunk, self.nkept
 
 
 def space_records(
