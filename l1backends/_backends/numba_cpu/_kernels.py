@@ -15,7 +15,9 @@ or O(chunks).
 
 What the kernel sums is a runtime setting: the loss terms ``w·|d|`` (and ``w``),
 the gradient terms (to sum a broadcast input's gradient back), or the weight
-alone (``Σw`` before a weighted mean's gradient).
+alone (``Σw`` before a weighted mean's gradient).  A pass the host finds *plain*
+(elementwise, over native operands of one storage, see ``_general.plain_storage``)
+runs a tight loop of typed loads and stores instead of the element by mode.
 
 **The flat kernels** serve contiguous, same-dtype float32 or float64 operands
 without weights: a vectorized loop over ``LANES`` independent lanes writing
